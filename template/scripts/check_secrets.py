@@ -42,8 +42,10 @@ def encrypted_env_problems(text: str, keys: set[str]) -> list[str]:
     if not text.strip():
         return []  # no secrets yet: the image starts without decrypting
     if text.lstrip().startswith("{"):
-        return ["sops wrote JSON (binary mode): encrypt with --input-type dotenv --output-type dotenv "
-                "(python scripts/env_secrets.py encrypt does)"]
+        return [
+            "sops wrote JSON (binary mode): encrypt with --input-type dotenv --output-type dotenv "
+            "(python scripts/env_secrets.py encrypt does)"
+        ]
     problems: list[str] = []
     metadata: dict[str, str] = {}
     recipients: set[str] = set()
@@ -69,8 +71,10 @@ def encrypted_env_problems(text: str, keys: set[str]) -> list[str]:
         problems.append("no age recipient: not encrypted for the repository's age key")
     elif keys and recipients != keys:
         others = ", ".join(sorted(recipients - keys)) or "none"
-        problems.append(f"encrypted for {', '.join(sorted(recipients))}, not for the repository key "
-                        f"{', '.join(sorted(keys))} (other recipients: {others}); re-encrypt it")
+        problems.append(
+            f"encrypted for {', '.join(sorted(recipients))}, not for the repository key "
+            f"{', '.join(sorted(keys))} (other recipients: {others}); re-encrypt it"
+        )
     return problems
 
 
@@ -80,14 +84,19 @@ def conflict_lines(text: str) -> list[int]:
 
 def check_file(path: Path, keys: set[str]) -> list[str]:
     if is_plain_env(path.name):
-        return [f"{path}: plain env file with secrets in clear text: do not commit it; "
-                f"encrypt it (python scripts/env_secrets.py encrypt ...) and commit the .enc file"]
+        return [
+            f"{path}: plain env file with secrets in clear text: do not commit it; "
+            f"encrypt it (python scripts/env_secrets.py encrypt ...) and commit the .enc file"
+        ]
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
         return []
-    problems = [f"{path}: {problem}" for problem in encrypted_env_problems(text, keys)] if ENCRYPTED_ENV.match(
-        path.name) else []
+    problems = (
+        [f"{path}: {problem}" for problem in encrypted_env_problems(text, keys)]
+        if ENCRYPTED_ENV.match(path.name)
+        else []
+    )
     if lines := conflict_lines(text):
         problems.append(f"{path}: merge-conflict markers on lines {', '.join(map(str, lines))}: resolve them")
     return problems

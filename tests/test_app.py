@@ -1,0 +1,80 @@
+"""The generated app, installed with the real Poetry from its shipped lock file, passes its own
+tests and lint, serves locally, and its lock files are fresh for every supported Python."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from .conftest import (
+    APP, TEMPLATE, AgeKey, InstalledApp, answers, free_port, poetry_install, render, run, tool_env, wait_for_http,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_generated_tests_pass(installed_app: InstalledApp) -> None:
+    result = run(installed_app.bin / "pytest", "-q", "-p", "no:cacheprovider", cwd=installed_app.folder, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b(\d+) passed\b", result.stdout)
+    assert " failed" not in result.stdout and "error" not in result.stdout.lower().split("passed")[-1]
+
+
+def test_generated_code_is_ruff_clean(installed_app: InstalledApp) -> None:
+    run(installed_app.bin / "ruff", "check", ".", cwd=installed_app.folder)
+    run(installed_app.bin / "ruff", "format", "--check", ".", cwd=installed_app.folder)
+    scripts = installed_app.repo / "scripts"
+    run(installed_app.bin / "ruff", "check", "--select", "E,F,W,I,B,UP,SIM", "--line-length", "120", scripts)
+    run(installed_app.bin / "ruff", "format", "--check", "--line-length", "120", scripts)
+
+
+@pytest.mark.parametrize("python", ["3.11", "3.12", "3.13"])
+def test_shipped_lock_matches_pyproject(tmp_path: Path, age_key: AgeKey, python: str) -> None:
+    """Fails when locks/ is stale: run `.venv/bin/python tools/refresh_locks.py`."""
+    render(tmp_path, answers(age_key, python_version=python))
+    result = run(sys.executable, "-m", "poetry", "check", "--lock", cwd=tmp_path / APP, check=False,
+                 POETRY_VIRTUALENVS_CREATE="false")
+    assert result.returncode == 0, f"stale lock for Python {python}: {result.stdout}{result.stderr}"
+
+
+def test_dependencies_install_from_pyproject_and_lock_alone(tmp_path: Path, installed_app: InstalledApp) -> None:
+    """What the image's deps stage does: no app code present yet."""
+    for name in ["pyproject.toml", "poetry.lock"]:
+        shutil.copy(installed_app.folder / name, tmp_path / name)
+    poetry_install(tmp_path, "--only", "main", "--no-root")
+    result = run(tmp_path / ".venv/bin/python", "-c", "import flask, gunicorn, dotenv, unique_sdk; print('ok')")
+    assert result.stdout.strip() == "ok"
+    assert not (tmp_path / ".venv/bin/pytest").exists(), "dev dependencies must stay out of the image"
+
+
+def test_app_name_refusals_cover_every_installed_module(installed_app: InstalledApp) -> None:
+    """An app named like any module its environment can import would shadow it."""
+    site = next((installed_app.folder / ".venv/lib").glob("python*/site-packages"))
+    modules = {p.stem if p.suffix == ".py" else p.name for p in site.iterdir()
+               if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"}
+    candidates = {m for m in modules if re.fullmatch(r"[a-z][a-z_]*[a-z]", m) and "__" not in m}
+    naming = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE)).get_template("extensions/naming.jinja").module
+    reserved = set(naming.DEPENDENCY_MODULES) | set(naming.STDLIB_MODULES)
+    assert candidates - {"_virtualenv"} <= reserved, f"add to DEPENDENCY_MODULES: {sorted(candidates - reserved)}"
+
+
+def test_local_run_with_reload_serves_health(installed_app: InstalledApp, spawn) -> None:
+    port = free_port()
+    process = spawn(
+        [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
+        cwd=installed_app.folder, env=tool_env(),
+    )
+    assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+
+
+def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: InstalledApp, spawn) -> None:
+    """`poetry run gunicorn --config gunicorn.conf.py`: the production server, local settings."""
+    port = free_port()
+    process = spawn([installed_app.bin / "gunicorn", "--config", "gunicorn.conf.py"], cwd=installed_app.folder,
+                    env=tool_env(PORT=str(port), HOST="127.0.0.1"))
+    assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'

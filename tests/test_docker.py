@@ -1,0 +1,81 @@
+"""The shared Dockerfiles, their ignore files and each app's docker-compose.yaml, as rendered."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pathspec
+import pytest
+import yaml
+
+from .conftest import APP, AgeKey, answers, render, require_tool, run
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+
+@pytest.fixture(scope="module")
+def per_python(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> dict[str, Path]:
+    return {v: render(tmp_path_factory.mktemp(f"py{v}"), answers(age_key, python_version=v)) for v in PYTHONS}
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.local"])
+def test_hadolint_passes_at_warning_level(per_python: dict[str, Path], python: str, dockerfile: str) -> None:
+    result = run(require_tool("hadolint"), "--failure-threshold", "warning", per_python[python] / dockerfile, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_base_image_is_a_pinned_slim_python(per_python: dict[str, Path], python: str) -> None:
+    for dockerfile in ["Dockerfile", "Dockerfile.local"]:
+        images = re.findall(r"^FROM (\S+) AS base$", (per_python[python] / dockerfile).read_text(), re.MULTILINE)
+        assert len(images) == 1
+        assert re.fullmatch(rf"python:{re.escape(python)}\.\d+-slim-bookworm", images[0])
+
+
+def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> None:
+    text = (monorepo / "Dockerfile").read_text()
+    args = set(re.findall(r"^ARG (\w+)", text, re.MULTILINE))
+    assert {"MODULE", "APP_NAME", "ENCRYPTED_ENV_FILE", "POETRY_VERSION", "SOPS_VERSION"} <= args
+    assert "EXPOSE 8080" in text and "PORT=8080" in text
+    assert re.search(r"^USER app$", text, re.MULTILINE), "must run as the non-root user"
+    assert text.rstrip().endswith('CMD ["gunicorn", "--config", "gunicorn.conf.py"]')
+    # Dependencies install from pyproject.toml + poetry.lock alone, before the app code is copied.
+    deps = text[text.index("AS deps"):text.index("AS runtime")]
+    assert "COPY pyproject.toml poetry.lock ./" in deps and "COPY . ." not in deps
+    assert "poetry install --only main --no-root" in deps
+    runtime = text[text.index("AS runtime"):]
+    assert "poetry" not in runtime.replace("POETRY_VERSION", ""), "Poetry stays out of the runtime image"
+    assert "sha256sum --check" in text, "sops must be checksum-verified"
+
+
+def test_local_dockerfile_says_it_is_local_only(monorepo: Path) -> None:
+    head = (monorepo / "Dockerfile.local").read_text().splitlines()[:4]
+    assert any("LOCAL DEVELOPMENT ONLY" in line and "never use this file to deploy" in line for line in head)
+    instructions = [line for line in (monorepo / "Dockerfile.local").read_text().splitlines() if not line.startswith("#")]
+    assert not [line for line in instructions if "sops" in line.lower()], "local images carry no sops"
+
+
+@pytest.mark.parametrize("ignore_file", ["Dockerfile.dockerignore", "Dockerfile.local.dockerignore", f"{APP}/.dockerignore"])
+def test_build_context_never_carries_a_plain_env(monorepo: Path, ignore_file: str) -> None:
+    spec = pathspec.PathSpec.from_lines("gitignore", (monorepo / ignore_file).read_text().splitlines())
+    for path in [".env", ".env.dev", ".env.local", "sub/.env", ".venv/bin/python"]:
+        assert spec.match_file(path), f"{path} would reach the image"
+    for path in [".env.enc", ".env.prod.enc", ".env.example", f"{APP}/__init__.py", "pyproject.toml", "poetry.lock",
+                 "gunicorn.conf.py"]:
+        assert not spec.match_file(path), f"{path} must reach the image"
+
+
+def test_compose_file_is_valid_and_wired_to_the_local_dockerfile(monorepo: Path) -> None:
+    compose = monorepo / APP / "docker-compose.yaml"
+    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose)
+    service = yaml.safe_load(compose.read_text())["services"][APP]
+    assert service["build"] == {"context": ".", "dockerfile": "../Dockerfile.local", "args": {"MODULE": APP}}
+    assert service["ports"] == ["5001:8080"]
+    assert service["env_file"] == [{"path": ".env", "required": False}]
+
+
+def test_compose_port_follows_the_answer(tmp_path: Path, age_key: AgeKey) -> None:
+    render(tmp_path, answers(age_key, local_port=8123))
+    assert yaml.safe_load((tmp_path / APP / "docker-compose.yaml").read_text())["services"][APP]["ports"] == ["8123:8080"]
