@@ -48,12 +48,16 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(*command: str | Path, cwd: Path | None = None, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    *command: str | Path, cwd: Path | None = None, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(c) for c in command], cwd=cwd, env=tool_env(**env), capture_output=True, text=True, check=False
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -123,8 +127,17 @@ class InstalledApp:
 
 
 def poetry_install(folder: Path, *args: str) -> None:
-    run(sys.executable, "-m", "poetry", "install", "--no-interaction", *args, cwd=folder,
-        POETRY_VIRTUALENVS_IN_PROJECT="true", POETRY_NO_INTERACTION="1")
+    run(
+        sys.executable,
+        "-m",
+        "poetry",
+        "install",
+        "--no-interaction",
+        *args,
+        cwd=folder,
+        POETRY_VIRTUALENVS_IN_PROJECT="true",
+        POETRY_NO_INTERACTION="1",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +160,9 @@ def wait_for_http(url: str, process: subprocess.Popen[str] | None = None, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}")
+            raise AssertionError(
+                f"process exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -165,8 +180,13 @@ def spawn() -> Iterator[Any]:
 
     def start(command: list[str | Path], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         process = subprocess.Popen(
-            [str(c) for c in command], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
+            [str(c) for c in command],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         processes.append(process)
         return process

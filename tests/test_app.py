@@ -12,7 +12,17 @@ import jinja2
 import pytest
 
 from .conftest import (
-    APP, TEMPLATE, AgeKey, InstalledApp, answers, free_port, poetry_install, render, run, tool_env, wait_for_http,
+    APP,
+    TEMPLATE,
+    AgeKey,
+    InstalledApp,
+    answers,
+    free_port,
+    poetry_install,
+    render,
+    run,
+    tool_env,
+    wait_for_http,
 )
 
 pytestmark = pytest.mark.slow
@@ -22,7 +32,8 @@ def test_generated_tests_pass(installed_app: InstalledApp) -> None:
     result = run(installed_app.bin / "pytest", "-q", "-p", "no:cacheprovider", cwd=installed_app.folder, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b(\d+) passed\b", result.stdout)
-    assert " failed" not in result.stdout and "error" not in result.stdout.lower().split("passed")[-1]
+    assert " failed" not in result.stdout
+    assert "error" not in result.stdout.lower().split("passed")[-1]
 
 
 def test_generated_code_is_ruff_clean(installed_app: InstalledApp) -> None:
@@ -37,8 +48,16 @@ def test_generated_code_is_ruff_clean(installed_app: InstalledApp) -> None:
 def test_shipped_lock_matches_pyproject(tmp_path: Path, age_key: AgeKey, python: str) -> None:
     """Fails when locks/ is stale: run `.venv/bin/python tools/refresh_locks.py`."""
     render(tmp_path, answers(age_key, python_version=python))
-    result = run(sys.executable, "-m", "poetry", "check", "--lock", cwd=tmp_path / APP, check=False,
-                 POETRY_VIRTUALENVS_CREATE="false")
+    result = run(
+        sys.executable,
+        "-m",
+        "poetry",
+        "check",
+        "--lock",
+        cwd=tmp_path / APP,
+        check=False,
+        POETRY_VIRTUALENVS_CREATE="false",
+    )
     assert result.returncode == 0, f"stale lock for Python {python}: {result.stdout}{result.stderr}"
 
 
@@ -55,8 +74,11 @@ def test_dependencies_install_from_pyproject_and_lock_alone(tmp_path: Path, inst
 def test_app_name_refusals_cover_every_installed_module(installed_app: InstalledApp) -> None:
     """An app named like any module its environment can import would shadow it."""
     site = next((installed_app.folder / ".venv/lib").glob("python*/site-packages"))
-    modules = {p.stem if p.suffix == ".py" else p.name for p in site.iterdir()
-               if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"}
+    modules = {
+        p.stem if p.suffix == ".py" else p.name
+        for p in site.iterdir()
+        if (p.is_dir() and (p / "__init__.py").exists()) or p.suffix == ".py"
+    }
     candidates = {m for m in modules if re.fullmatch(r"[a-z][a-z_]*[a-z]", m) and "__" not in m}
     naming = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE)).get_template("extensions/naming.jinja").module
     reserved = set(naming.DEPENDENCY_MODULES) | set(naming.STDLIB_MODULES)
@@ -67,7 +89,8 @@ def test_local_run_with_reload_serves_health(installed_app: InstalledApp, spawn)
     port = free_port()
     process = spawn(
         [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
-        cwd=installed_app.folder, env=tool_env(),
+        cwd=installed_app.folder,
+        env=tool_env(),
     )
     assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
 
@@ -75,6 +98,9 @@ def test_local_run_with_reload_serves_health(installed_app: InstalledApp, spawn)
 def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: InstalledApp, spawn) -> None:
     """`poetry run gunicorn --config gunicorn.conf.py`: the production server, local settings."""
     port = free_port()
-    process = spawn([installed_app.bin / "gunicorn", "--config", "gunicorn.conf.py"], cwd=installed_app.folder,
-                    env=tool_env(PORT=str(port), HOST="127.0.0.1"))
+    process = spawn(
+        [installed_app.bin / "gunicorn", "--config", "gunicorn.conf.py"],
+        cwd=installed_app.folder,
+        env=tool_env(PORT=str(port), HOST="127.0.0.1"),
+    )
     assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'

@@ -71,7 +71,7 @@ class Image:
 
 def image_contract(dockerfile: Path) -> Image:
     text = dockerfile.read_text()
-    runtime = text[text.index("AS runtime"):]
+    runtime = text[text.index("AS runtime") :]
     cmd = json.loads(re.findall(r"^CMD (\[.*\])$", runtime, re.MULTILINE)[-1])
     env_names = set(re.findall(r"(?:ENV |^\s+)([A-Z_]+)=", runtime, re.MULTILINE))
     user = re.findall(r"^USER (\S+)$", runtime, re.MULTILINE)[-1]
@@ -86,8 +86,15 @@ class Container:
 
     def environment(self, port: int, **extra: str) -> dict[str, str]:
         # PATH: the app's venv (/app/.venv/bin) and sops (/usr/local/bin). No HOME: the image's user has none.
-        env = {"PATH": f"{self.app.bin}:{VENV_BIN}:/usr/bin:/bin", "MODULE": APP, "APP_NAME": "app",
-               "ENCRYPTED_ENV_FILE": ".env.enc", "PORT": str(port), "HOST": "127.0.0.1", **extra}
+        env = {
+            "PATH": f"{self.app.bin}:{VENV_BIN}:/usr/bin:/bin",
+            "MODULE": APP,
+            "APP_NAME": "app",
+            "ENCRYPTED_ENV_FILE": ".env.enc",
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            **extra,
+        }
         assert {"MODULE", "APP_NAME", "ENCRYPTED_ENV_FILE", "PORT"} <= self.image.env_names
         return env
 
@@ -111,19 +118,33 @@ def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
 
 
 def signed(body: bytes, secret: str) -> dict[str, str]:
-    return {"Content-Type": "application/json", "X-Unique-Created-At": str(int(time.time())),
-            "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    return {
+        "Content-Type": "application/json",
+        "X-Unique-Created-At": str(int(time.time())),
+        "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
 
 
 def event(module: str = APP) -> bytes:
     now = datetime.now(UTC).isoformat()
-    return json.dumps({
-        "id": f"evt_{time.time_ns()}", "version": "1", "event": "unique.chat.external-module.chosen",
-        "createdAt": now, "userId": "user_1", "companyId": "company_1",
-        "payload": {"name": module, "chatId": "chat_1", "assistantId": "a_1",
-                    "userMessage": {"id": "m_1", "text": "Hi", "createdAt": now},
-                    "assistantMessage": {"id": "m_2", "createdAt": now}, "configuration": {}},
-    }).encode()
+    return json.dumps(
+        {
+            "id": f"evt_{time.time_ns()}",
+            "version": "1",
+            "event": "unique.chat.external-module.chosen",
+            "createdAt": now,
+            "userId": "user_1",
+            "companyId": "company_1",
+            "payload": {
+                "name": module,
+                "chatId": "chat_1",
+                "assistantId": "a_1",
+                "userMessage": {"id": "m_1", "text": "Hi", "createdAt": now},
+                "assistantMessage": {"id": "m_2", "createdAt": now},
+                "configuration": {},
+            },
+        }
+    ).encode()
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -149,15 +170,22 @@ def test_image_runs_as_non_root_and_starts_gunicorn_from_the_app_config(containe
     assert container.image.cmd == ["gunicorn", "--config", "gunicorn.conf.py"]
 
 
-def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container, spawn: Any, platform_api: str) -> None:
-    settings = (f"API_KEY=key_e2e\nAPP_ID=app_e2e\nAPI_BASE={platform_api}\nENDPOINT_SECRET={SECRET}\n"
-                f'MODULE_NAME={APP}\nGREETING="hello # not a comment"\n')
+def test_encrypted_settings_reach_the_app_and_webhooks_work(
+    container: Container, spawn: Any, platform_api: str
+) -> None:
+    settings = (
+        f"API_KEY=key_e2e\nAPP_ID=app_e2e\nAPI_BASE={platform_api}\nENDPOINT_SECRET={SECRET}\n"
+        f'MODULE_NAME={APP}\nGREETING="hello # not a comment"\n'
+    )
     encrypt_settings(container.app, container.folder, settings)
     assert "key_e2e" not in (container.folder / ".env.enc").read_text()
 
     port = free_port()
-    process = spawn(container.image.cmd, cwd=container.folder,
-                    env=container.environment(port, SOPS_AGE_KEY=container.app.key.private))
+    process = spawn(
+        container.image.cmd,
+        cwd=container.folder,
+        env=container.environment(port, SOPS_AGE_KEY=container.app.key.private),
+    )
     base = f"http://127.0.0.1:{port}"
     assert wait_for_http(f"{base}/health", process) == b'{"status":"ok"}\n'
 
@@ -171,7 +199,12 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
     while not FakePlatformApi.calls and time.monotonic() < deadline:
         time.sleep(0.05)
     [(method, path, headers)] = FakePlatformApi.calls
-    assert (method, path, headers["Authorization"], headers["x-app-id"]) == ("PATCH", "/messages/m_2", "Bearer key_e2e", "app_e2e")
+    assert (method, path, headers["Authorization"], headers["x-app-id"]) == (
+        "PATCH",
+        "/messages/m_2",
+        "Bearer key_e2e",
+        "app_e2e",
+    )
 
     workers = children(process.pid)
     assert len(workers) == 2  # gunicorn_workers default
@@ -190,7 +223,9 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
     log = process.communicate(timeout=15)[0]
     assert "Using worker: gthread" in log
     assert log.count("Booting worker") == 2
-    assert SECRET not in log and "key_e2e" not in log and container.app.key.private not in log
+    assert SECRET not in log
+    assert "key_e2e" not in log
+    assert container.app.key.private not in log
 
 
 def test_empty_encrypted_file_starts_without_secrets_and_says_so(container: Container, spawn: Any) -> None:
@@ -208,12 +243,17 @@ def test_empty_encrypted_file_starts_without_secrets_and_says_so(container: Cont
 @pytest.mark.parametrize("case", ["wrong-key", "no-key", "missing-file"])
 def test_container_stops_with_a_clear_message_when_secrets_cannot_load(container: Container, case: str) -> None:
     encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={SECRET}\n")
-    extra = {"wrong-key": {"SOPS_AGE_KEY": new_age_key().private}, "no-key": {}, "missing-file": {
-        "SOPS_AGE_KEY": container.app.key.private, "ENCRYPTED_ENV_FILE": ".env.prod.enc"}}[case]
+    extra = {
+        "wrong-key": {"SOPS_AGE_KEY": new_age_key().private},
+        "no-key": {},
+        "missing-file": {"SOPS_AGE_KEY": container.app.key.private, "ENCRYPTED_ENV_FILE": ".env.prod.enc"},
+    }[case]
     result = run(*container.image.cmd, cwd=container.folder, check=False, **container.environment(free_port(), **extra))
     assert result.returncode != 0
-    expected = {"wrong-key": "start: cannot decrypt .env.enc with SOPS_AGE_KEY",
-                "no-key": "start: .env.enc holds encrypted settings but SOPS_AGE_KEY is not set",
-                "missing-file": "start: encrypted env file .env.prod.enc not found"}[case]
+    expected = {
+        "wrong-key": "start: cannot decrypt .env.enc with SOPS_AGE_KEY",
+        "no-key": "start: .env.enc holds encrypted settings but SOPS_AGE_KEY is not set",
+        "missing-file": "start: encrypted env file .env.prod.enc not found",
+    }[case]
     assert expected in result.stderr
     assert "Booting worker" not in result.stderr

@@ -22,7 +22,9 @@ def per_python(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> dic
 @pytest.mark.parametrize("python", PYTHONS)
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.local"])
 def test_hadolint_passes_at_warning_level(per_python: dict[str, Path], python: str, dockerfile: str) -> None:
-    result = run(require_tool("hadolint"), "--failure-threshold", "warning", per_python[python] / dockerfile, check=False)
+    result = run(
+        require_tool("hadolint"), "--failure-threshold", "warning", per_python[python] / dockerfile, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -38,14 +40,16 @@ def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> No
     text = (monorepo / "Dockerfile").read_text()
     args = set(re.findall(r"^ARG (\w+)", text, re.MULTILINE))
     assert {"MODULE", "APP_NAME", "ENCRYPTED_ENV_FILE", "POETRY_VERSION", "SOPS_VERSION"} <= args
-    assert "EXPOSE 8080" in text and "PORT=8080" in text
+    assert "EXPOSE 8080" in text
+    assert "PORT=8080" in text
     assert re.search(r"^USER app$", text, re.MULTILINE), "must run as the non-root user"
     assert text.rstrip().endswith('CMD ["gunicorn", "--config", "gunicorn.conf.py"]')
     # Dependencies install from pyproject.toml + poetry.lock alone, before the app code is copied.
-    deps = text[text.index("AS deps"):text.index("AS runtime")]
-    assert "COPY pyproject.toml poetry.lock ./" in deps and "COPY . ." not in deps
+    deps = text[text.index("AS deps") : text.index("AS runtime")]
+    assert "COPY pyproject.toml poetry.lock ./" in deps
+    assert "COPY . ." not in deps
     assert "poetry install --only main --no-root" in deps
-    runtime = text[text.index("AS runtime"):]
+    runtime = text[text.index("AS runtime") :]
     assert "poetry" not in runtime.replace("POETRY_VERSION", ""), "Poetry stays out of the runtime image"
     assert "sha256sum --check" in text, "sops must be checksum-verified"
 
@@ -53,17 +57,28 @@ def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> No
 def test_local_dockerfile_says_it_is_local_only(monorepo: Path) -> None:
     head = (monorepo / "Dockerfile.local").read_text().splitlines()[:4]
     assert any("LOCAL DEVELOPMENT ONLY" in line and "never use this file to deploy" in line for line in head)
-    instructions = [line for line in (monorepo / "Dockerfile.local").read_text().splitlines() if not line.startswith("#")]
+    instructions = [
+        line for line in (monorepo / "Dockerfile.local").read_text().splitlines() if not line.startswith("#")
+    ]
     assert not [line for line in instructions if "sops" in line.lower()], "local images carry no sops"
 
 
-@pytest.mark.parametrize("ignore_file", ["Dockerfile.dockerignore", "Dockerfile.local.dockerignore", f"{APP}/.dockerignore"])
+@pytest.mark.parametrize(
+    "ignore_file", ["Dockerfile.dockerignore", "Dockerfile.local.dockerignore", f"{APP}/.dockerignore"]
+)
 def test_build_context_never_carries_a_plain_env(monorepo: Path, ignore_file: str) -> None:
     spec = pathspec.PathSpec.from_lines("gitignore", (monorepo / ignore_file).read_text().splitlines())
     for path in [".env", ".env.dev", ".env.local", "sub/.env", ".venv/bin/python"]:
         assert spec.match_file(path), f"{path} would reach the image"
-    for path in [".env.enc", ".env.prod.enc", ".env.example", f"{APP}/__init__.py", "pyproject.toml", "poetry.lock",
-                 "gunicorn.conf.py"]:
+    for path in [
+        ".env.enc",
+        ".env.prod.enc",
+        ".env.example",
+        f"{APP}/__init__.py",
+        "pyproject.toml",
+        "poetry.lock",
+        "gunicorn.conf.py",
+    ]:
         assert not spec.match_file(path), f"{path} must reach the image"
 
 
@@ -78,4 +93,6 @@ def test_compose_file_is_valid_and_wired_to_the_local_dockerfile(monorepo: Path)
 
 def test_compose_port_follows_the_answer(tmp_path: Path, age_key: AgeKey) -> None:
     render(tmp_path, answers(age_key, local_port=8123))
-    assert yaml.safe_load((tmp_path / APP / "docker-compose.yaml").read_text())["services"][APP]["ports"] == ["8123:8080"]
+    assert yaml.safe_load((tmp_path / APP / "docker-compose.yaml").read_text())["services"][APP]["ports"] == [
+        "8123:8080"
+    ]

@@ -21,7 +21,7 @@ LONG_APP = "a_rather_long_application_name"  # 30 characters
 def refused(tmp_path: Path, data: dict[str, Any]) -> str:
     """Render with `data`; return copier's refusal message, and check nothing was written."""
     dst = tmp_path / "repo"
-    with pytest.raises(ValueError, match="Validation error|Invalid choice|not a valid") as error:
+    with pytest.raises(ValueError, match=r"Validation error|Invalid choice|not a valid") as error:
         render(dst, data)
     assert not dst.exists() or not any(dst.iterdir()), "a refused answer left files behind"
     return str(error.value)
@@ -115,7 +115,7 @@ def test_second_app_takes_repository_settings_as_defaults(tmp_path: Path, age_ke
 
 
 def test_age_public_key_has_no_default_on_a_new_repository(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="age_public_key|not an age public key"):
+    with pytest.raises(ValueError, match=r"age_public_key|not an age public key"):
         render(tmp_path / "repo", {"app_name": "joke"})
 
 
@@ -128,15 +128,32 @@ def test_reserved_names_cover_this_python() -> None:
     naming = _naming_module()
     pattern = re.compile(r"^[a-z][a-z_]*[a-z]$")
     stdlib = {name for name in sys.stdlib_module_names if pattern.match(name)}
-    assert stdlib <= set(naming.STDLIB_MODULES), f"add to extensions/naming.jinja: {sorted(stdlib - set(naming.STDLIB_MODULES))}"
+    assert stdlib <= set(naming.STDLIB_MODULES), (
+        f"add to extensions/naming.jinja: {sorted(stdlib - set(naming.STDLIB_MODULES))}"
+    )
     assert {k for k in keyword.kwlist if pattern.match(k)} <= set(naming.PYTHON_KEYWORDS)
 
 
 def test_every_question_has_help() -> None:
-    questions = {k: v for k, v in yaml.safe_load((TEMPLATE / "copier.yml").read_text()).items() if not k.startswith("_")}
+    questions = {
+        k: v for k, v in yaml.safe_load((TEMPLATE / "copier.yml").read_text()).items() if not k.startswith("_")
+    }
     asked = {name for name, spec in questions.items() if spec.get("when") is not False}
     assert {name for name in asked if not questions[name].get("help")} == set()
-    public = {"app_name", "description", "environments", "age_public_key", "per_environment_env_files", "python_version",
-              "poetry_version", "sops_version", "cpu", "min_replicas", "max_replicas", "gunicorn_workers",
-              "gunicorn_threads", "local_port"}
+    public = {
+        "app_name",
+        "description",
+        "environments",
+        "age_public_key",
+        "per_environment_env_files",
+        "python_version",
+        "poetry_version",
+        "sops_version",
+        "cpu",
+        "min_replicas",
+        "max_replicas",
+        "gunicorn_workers",
+        "gunicorn_threads",
+        "local_port",
+    }
     assert public <= asked, "answer keys are public interface: never rename or remove them"

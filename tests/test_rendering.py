@@ -41,7 +41,9 @@ def test_one_workflow_per_environment(rendered: dict[str, Path], case: str) -> N
 
 
 @pytest.mark.parametrize("case", MATRIX)
-def test_env_files_match_the_answer_and_every_workflow_names_an_existing_one(rendered: dict[str, Path], case: str) -> None:
+def test_env_files_match_the_answer_and_every_workflow_names_an_existing_one(
+    rendered: dict[str, Path], case: str
+) -> None:
     app = rendered[case] / APP
     envs = MATRIX[case]["environments"]
     expected = [f".env.{env}.enc" for env in envs] if MATRIX[case]["per_environment_env_files"] else [".env.enc"]
@@ -62,12 +64,34 @@ def test_copy_needs_no_trust_and_template_declares_nothing_unsafe(tmp_path: Path
 
 def test_app_files_are_rendered_with_its_names(monorepo: Path) -> None:
     app = monorepo / APP
-    for name in ["pyproject.toml", "poetry.lock", "gunicorn.conf.py", ".env.example", ".env.enc", "docker-compose.yaml",
-                 "README.md", ".dockerignore", f"{APP}/__init__.py", f"{APP}/handler.py", "tests/test_webhook.py"]:
+    for name in [
+        "pyproject.toml",
+        "poetry.lock",
+        "gunicorn.conf.py",
+        ".env.example",
+        ".env.enc",
+        "docker-compose.yaml",
+        "README.md",
+        ".dockerignore",
+        f"{APP}/__init__.py",
+        f"{APP}/handler.py",
+        "tests/test_webhook.py",
+    ]:
         assert (app / name).is_file(), name
-    for name in [".sdk-deploy.yml", ".sops.yaml", ".gitignore", ".pre-commit-config.yaml", "Dockerfile",
-                 "Dockerfile.local", "Dockerfile.dockerignore", "Dockerfile.local.dockerignore", "README.md",
-                 "scripts/env_secrets.py", "scripts/check_secrets.py", "scripts/update_apps.py"]:
+    for name in [
+        ".sdk-deploy.yml",
+        ".sops.yaml",
+        ".gitignore",
+        ".pre-commit-config.yaml",
+        "Dockerfile",
+        "Dockerfile.local",
+        "Dockerfile.dockerignore",
+        "Dockerfile.local.dockerignore",
+        "README.md",
+        "scripts/env_secrets.py",
+        "scripts/check_secrets.py",
+        "scripts/update_apps.py",
+    ]:
         assert (monorepo / name).is_file(), name
     leftovers = [str(p) for p in monorepo.rglob("*") if "{{" in p.name or "{%" in p.name or p.suffix == ".jinja"]
     assert leftovers == []
@@ -115,8 +139,12 @@ def test_second_app_leaves_the_first_and_the_shared_files_byte_for_byte(tmp_path
     after = files_of(repo)
     assert {path: after[path] for path in before} == before, "the second copy changed existing files"
     added = set(after) - set(before)
-    assert {".github/workflows/second_app.dev.deploy.yaml", ".github/workflows/second_app.qa.deploy.yaml",
-            "second_app/.copier-answers.yml", "second_app/second_app/__init__.py"} <= added
+    assert {
+        ".github/workflows/second_app.dev.deploy.yaml",
+        ".github/workflows/second_app.qa.deploy.yaml",
+        "second_app/.copier-answers.yml",
+        "second_app/second_app/__init__.py",
+    } <= added
     assert all(path.startswith(("second_app/", ".github/workflows/second_app.")) for path in added)
 
 
@@ -141,4 +169,5 @@ def test_message_after_copy_is_filled_in(tmp_path: Path, age_key: AgeKey, capsys
     assert "python scripts/env_secrets.py encrypt joke_of_the_day" in message
     assert age_key.public in message
     assert "joke_of_the_day.dev.deploy.yaml" in message
-    assert "FQDN" in message and "joke-of-the-day-dev" in message
+    assert "FQDN" in message
+    assert "joke-of-the-day-dev" in message

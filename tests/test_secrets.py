@@ -20,7 +20,9 @@ def repo(tmp_path: Path, age_key: AgeKey) -> Path:
 
 @pytest.fixture
 def per_env_repo(tmp_path: Path, age_key: AgeKey) -> Path:
-    return new_monorepo(tmp_path / "repo", answers(age_key, per_environment_env_files=True, environments=["dev", "prod"]))
+    return new_monorepo(
+        tmp_path / "repo", answers(age_key, per_environment_env_files=True, environments=["dev", "prod"])
+    )
 
 
 def secrets(repo: Path, *args: str, check: bool = True, **env: str):
@@ -42,7 +44,9 @@ def recipients(path: Path) -> set[str]:
 def test_plain_sops_needs_no_key_flag(repo: Path, age_key: AgeKey, where: str) -> None:
     (repo / APP / ".env").write_text(SETTINGS)
     cwd, path = (repo, f"{APP}/.env") if where == "root" else (repo / APP, ".env")
-    encrypted = run(require_tool("sops"), "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv", path, cwd=cwd)
+    encrypted = run(
+        require_tool("sops"), "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv", path, cwd=cwd
+    )
     (repo / APP / ".env.enc").write_text(encrypted.stdout)
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
     assert guard(repo, f"{APP}/.env.enc").returncode == 0
@@ -57,7 +61,8 @@ def test_new_encrypt_decrypt_round_trip(repo: Path, age_key: AgeKey) -> None:
     (repo / APP / ".env").write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     encrypted = (repo / APP / ".env.enc").read_text()
-    assert "sk-123" not in encrypted and recipients(repo / APP / ".env.enc") == {age_key.public}
+    assert "sk-123" not in encrypted
+    assert recipients(repo / APP / ".env.enc") == {age_key.public}
     (repo / APP / ".env").unlink()
     secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)
     assert (repo / APP / ".env").read_text() == SETTINGS
@@ -71,8 +76,16 @@ def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
     assert encrypted.read_text().startswith("API_KEY=ENC[")  # dotenv, not sops' binary JSON
     assert (per_env_repo / APP / ".env.dev.enc").read_text() == ""
     assert guard(per_env_repo, f"{APP}/.env.prod.enc", f"{APP}/.env.dev.enc").returncode == 0
-    decrypted = run(require_tool("sops"), "--decrypt", "--input-type", "dotenv", "--output-type", "dotenv",
-                    encrypted, SOPS_AGE_KEY=age_key.private)
+    decrypted = run(
+        require_tool("sops"),
+        "--decrypt",
+        "--input-type",
+        "dotenv",
+        "--output-type",
+        "dotenv",
+        encrypted,
+        SOPS_AGE_KEY=age_key.private,
+    )
     assert decrypted.stdout == SETTINGS
 
 
@@ -88,11 +101,14 @@ def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
         ("repo", ["edit", APP], "is empty (no secrets yet)"),
     ],
 )
-def test_helper_refuses_mistakes_clearly(request: pytest.FixtureRequest, fixture: str, args: list[str], message: str) -> None:
+def test_helper_refuses_mistakes_clearly(
+    request: pytest.FixtureRequest, fixture: str, args: list[str], message: str
+) -> None:
     repo = request.getfixturevalue(fixture)
     result = secrets(repo, *args, check=False)
     if message:
-        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr
     else:
         assert result.returncode == 0, result.stderr
 
@@ -102,9 +118,11 @@ def test_decrypt_needs_the_private_key(repo: Path) -> None:
     secrets(repo, "encrypt", APP)
     (repo / APP / ".env").unlink()
     result = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY="", SOPS_AGE_KEY_FILE="")
-    assert result.returncode == 1 and "needs the private key" in result.stderr
+    assert result.returncode == 1
+    assert "needs the private key" in result.stderr
     wrong = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=new_age_key().private)
-    assert wrong.returncode == 1 and "could not decrypt" in wrong.stderr
+    assert wrong.returncode == 1
+    assert "could not decrypt" in wrong.stderr
     assert not (repo / APP / ".env").exists(), "a failed decrypt must not leave a file"
 
 
@@ -114,7 +132,8 @@ def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
     before = (repo / APP / ".env.enc").read_text()
     (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: nothing-matches$\n    age: age1x\n")
     result = secrets(repo, "encrypt", APP, check=False)
-    assert result.returncode == 1 and "could not encrypt" in result.stderr
+    assert result.returncode == 1
+    assert "could not encrypt" in result.stderr
     assert (repo / APP / ".env.enc").read_text() == before
     assert sorted(p.name for p in (repo / APP).glob(".env*")) == [".env", ".env.enc", ".env.example"]
 
@@ -127,8 +146,18 @@ def encrypted_for(repo: Path, *keys: AgeKey) -> str:
     scratch = repo.parent / "scratch"
     scratch.mkdir(exist_ok=True)
     (scratch / "plain.env").write_text(SETTINGS)
-    return run(require_tool("sops"), "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv", "--age",
-               ",".join(k.public for k in keys), "plain.env", cwd=scratch).stdout
+    return run(
+        require_tool("sops"),
+        "--encrypt",
+        "--input-type",
+        "dotenv",
+        "--output-type",
+        "dotenv",
+        "--age",
+        ",".join(k.public for k in keys),
+        "plain.env",
+        cwd=scratch,
+    ).stdout
 
 
 def without(text: str, fragment: str) -> str:
@@ -140,13 +169,20 @@ CASES: dict[str, tuple[str, Callable[[Path, AgeKey], str], str]] = {
     "plain-env": (f"{APP}/.env", lambda r, k: SETTINGS, "plain env file"),
     "plain-env-per-environment": (f"{APP}/.env.prod", lambda r, k: SETTINGS, "plain env file"),
     "enc-never-encrypted": (f"{APP}/.env.enc", lambda r, k: SETTINGS, "API_KEY is in clear text"),
-    "enc-one-value-in-clear": (f"{APP}/.env.enc", lambda r, k: encrypted_for(r, k) + "EXTRA=oops\n",
-                               "EXTRA is in clear text"),
+    "enc-one-value-in-clear": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, k) + "EXTRA=oops\n",
+        "EXTRA is in clear text",
+    ),
     "enc-no-mac": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "sops_mac"), "no sops_mac"),
     "enc-no-recipient": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "recipient"), "no age recipient"),
     "enc-binary-json": (f"{APP}/.env.dev.enc", lambda r, k: '{\n "data": "ENC[...]"\n}\n', "sops wrote JSON"),
     "enc-foreign-key": (f"{APP}/.env.enc", lambda r, k: encrypted_for(r, new_age_key()), "not for the repository key"),
-    "enc-extra-recipient": (f"{APP}/.env.enc", lambda r, k: encrypted_for(r, k, new_age_key()), "other recipients: age1"),
+    "enc-extra-recipient": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, k, new_age_key()),
+        "other recipients: age1",
+    ),
     "conflict-markers": (".github/workflows/x.yaml", lambda r, k: CONFLICT, "merge-conflict markers on lines 2, 6"),
 }
 
@@ -158,7 +194,8 @@ def test_guard_refuses_bad_files(repo: Path, age_key: AgeKey, case: str) -> None
     (repo / path).write_text(make(repo, age_key))
     result = guard(repo, path)
     assert result.returncode == 1
-    assert f"{path}: " in result.stderr and message in result.stderr, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith(f"{path}: ")]
+    assert any(message in line for line in problems), result.stderr
 
 
 def test_guard_accepts_good_files(repo: Path, age_key: AgeKey) -> None:
@@ -175,7 +212,8 @@ def test_pre_commit_runs_the_guards(repo: Path, age_key: AgeKey) -> None:
     (repo / APP / ".env").write_text(SETTINGS)
     run("git", "add", "-f", f"{APP}/.env", cwd=repo)
     refused = run(pre_commit, "run", cwd=repo, check=False)
-    assert refused.returncode == 1 and "plain env file" in refused.stdout + refused.stderr
+    assert refused.returncode == 1
+    assert "plain env file" in refused.stdout + refused.stderr
     run("git", "rm", "-q", "--cached", f"{APP}/.env", cwd=repo)
     run("python3", "scripts/env_secrets.py", "encrypt", APP, cwd=repo)
     run("git", "add", f"{APP}/.env.enc", cwd=repo)

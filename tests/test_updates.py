@@ -3,77 +3,53 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
+import re
 from pathlib import Path
 
 import copier
 import pytest
 import yaml
 
-from .conftest import (
-    APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, git_init, new_monorepo, require_tool, run,
-)
+from tools.template_repo import TemplateRepo, configure, put_working_tree
+
+from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, new_monorepo, require_tool, run
 
 pytestmark = pytest.mark.slow
 
 NEW_SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-class TemplateRepo:
-    """A git repository holding versions of this template."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def edit(self, relpath: str, old: str, new: str) -> None:
-        file = self.path / relpath
-        text = file.read_text()
-        assert old in text, f"{relpath} no longer contains {old!r}: update this test"
-        file.write_text(text.replace(old, new, 1))
-
-    def release(self, tag: str) -> str:
-        commit_all(self.path, f"release {tag}")
-        run("git", "tag", tag, cwd=self.path)
-        return tag
-
-
-def working_tree_files() -> list[str]:
-    listed = run("git", "ls-files", "-co", "--exclude-standard", "-z", cwd=TEMPLATE).stdout
-    return [name for name in listed.split("\0") if name and (TEMPLATE / name).is_file()]
-
-
-def put_working_tree(destination: Path) -> None:
-    for name in working_tree_files():
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(TEMPLATE / name, target)
+DEPLOY_WORKFLOW = (
+    "template/.github/workflows/"
+    "{% yield env from environments %}{{ app_name }}.{{ env }}.deploy.yaml{% endyield %}.jinja"
+)
 
 
 @pytest.fixture
 def template(tmp_path: Path) -> TemplateRepo:
     """The working tree as release v1.0.0."""
-    repo = TemplateRepo(git_init(tmp_path / "template"))
-    put_working_tree(repo.path)
-    repo.release("v1.0.0")
-    return repo
+    return TemplateRepo.from_working_tree(tmp_path / "template")
 
 
 def release_v2(template: TemplateRepo) -> str:
     """A typical release: new action SHA, a Dockerfile fix, a new workflow step."""
     template.edit("copier.yml", "default: e7815556a6cdc31a9ec88f6281e097b0c2cecbdb", f"default: {NEW_SHA}")
-    template.edit("template/Dockerfile.jinja", "USER app\n", "LABEL org.opencontainers.image.vendor=\"sdk-deploy-template\"\nUSER app\n")
     template.edit(
-        "template/.github/workflows/{% yield env from environments %}{{ app_name }}.{{ env }}.deploy.yaml{% endyield %}.jinja",
+        "template/Dockerfile.jinja",
+        "USER app\n",
+        'LABEL org.opencontainers.image.vendor="sdk-deploy-template"\nUSER app\n',
+    )
+    template.edit(
+        DEPLOY_WORKFLOW,
         "      - name: Summary\n",
-        "      - name: Smoke test\n        run: echo \"checking\"\n\n      - name: Summary\n",
+        '      - name: Smoke test\n        run: echo "checking"\n\n      - name: Summary\n',
     )
     return template.release("v2.0.0")
 
 
 def update(repo: Path, app: str = APP, **kwargs) -> None:
     kwargs.setdefault("defaults", True)
-    copier.run_update(repo, answers_file=f"{app}/.copier-answers.yml", unsafe=False, overwrite=True, quiet=True, **kwargs)
+    copier.run_update(
+        repo, answers_file=f"{app}/.copier-answers.yml", unsafe=False, overwrite=True, quiet=True, **kwargs
+    )
 
 
 def copy_at(tmp: Path, template: TemplateRepo, data: dict, ref: str = "v1.0.0") -> Path:
@@ -87,12 +63,15 @@ def append(path: Path, text: str) -> None:
 def conflicted(repo: Path) -> list[str]:
     """Files with conflict markers at the start of a line (as copier writes them), and .rej files."""
     return sorted(
-        name for name, content in files_of(repo).items()
+        name
+        for name, content in files_of(repo).items()
         if name.endswith(".rej") or any(line.startswith((b"<<<<<<< ", b">>>>>>> ")) for line in content.splitlines())
     )
 
 
-def test_release_reaches_the_app_and_user_edits_survive(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+def test_release_reaches_the_app_and_user_edits_survive(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
     workflow = repo / f".github/workflows/{APP}.prod.deploy.yaml"
     append(repo / APP / APP / "handler.py", "\n\ndef my_helper() -> int:\n    return 42\n")
@@ -104,8 +83,10 @@ def test_release_reaches_the_app_and_user_edits_survive(tmp_path: Path, template
     update(repo, vcs_ref=release_v2(template))
 
     assert conflicted(repo) == []
-    assert NEW_SHA in workflow.read_text() and "e7815556" not in workflow.read_text()
-    assert "Smoke test" in workflow.read_text() and "Notify the team" in workflow.read_text()
+    assert NEW_SHA in workflow.read_text()
+    assert "e7815556" not in workflow.read_text()
+    assert "Smoke test" in workflow.read_text()
+    assert "Notify the team" in workflow.read_text()
     assert 'LABEL org.opencontainers.image.vendor="sdk-deploy-template"' in (repo / "Dockerfile").read_text()
     assert "def my_helper() -> int:" in (repo / APP / APP / "handler.py").read_text()
     assert "Keep this." in (repo / APP / "README.md").read_text()
@@ -114,14 +95,17 @@ def test_release_reaches_the_app_and_user_edits_survive(tmp_path: Path, template
     run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow)
 
 
-def test_colliding_edit_leaves_markers_that_the_checks_refuse(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+def test_colliding_edit_leaves_markers_that_the_checks_refuse(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
     workflow = repo / f".github/workflows/{APP}.prod.deploy.yaml"
     workflow.write_text(workflow.read_text().replace("timeout-minutes: 30", "timeout-minutes: 45"))
     commit_all(repo, "longer timeout")
     template.edit(
-        "template/.github/workflows/{% yield env from environments %}{{ app_name }}.{{ env }}.deploy.yaml{% endyield %}.jinja",
-        "timeout-minutes: 30", "timeout-minutes: 40",
+        DEPLOY_WORKFLOW,
+        "timeout-minutes: 30",
+        "timeout-minutes: 40",
     )
     update(repo, vcs_ref=template.release("v2.0.0"))
 
@@ -129,14 +113,17 @@ def test_colliding_edit_leaves_markers_that_the_checks_refuse(tmp_path: Path, te
     with pytest.raises(yaml.YAMLError):
         yaml.safe_load(workflow.read_text())
     guard = run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False)
-    assert guard.returncode == 1 and "merge-conflict markers" in guard.stderr
+    assert guard.returncode == 1
+    assert "merge-conflict markers" in guard.stderr
     pre_commit = run(require_tool("pre-commit"), "run", "--all-files", cwd=repo, check=False)
-    assert pre_commit.returncode == 1 and "merge-conflict markers" in pre_commit.stdout
+    assert pre_commit.returncode == 1
+    assert "merge-conflict markers" in pre_commit.stdout
 
 
 @pytest.mark.parametrize("per_environment_env_files", [False, True])
-def test_adding_and_removing_environments(tmp_path: Path, template: TemplateRepo, age_key: AgeKey,
-                                          per_environment_env_files: bool) -> None:
+def test_adding_and_removing_environments(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey, per_environment_env_files: bool
+) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key, per_environment_env_files=per_environment_env_files))
     workflows = repo / ".github/workflows"
 
@@ -157,10 +144,11 @@ def test_adding_and_removing_environments(tmp_path: Path, template: TemplateRepo
     assert secrets.read_text().startswith("API_KEY=ENC[")
 
 
-def test_updating_one_app_leaves_the_other_byte_for_byte(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+def test_updating_one_app_leaves_the_other_byte_for_byte(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
-    render_second = new_monorepo
-    render_second(repo, {"app_name": "second_app"}, src=template.path, vcs_ref="v1.0.0")
+    new_monorepo(repo, {"app_name": "second_app"}, src=template.path, vcs_ref="v1.0.0")
     second = {n: c for n, c in files_of(repo).items() if n.startswith(("second_app/", ".github/workflows/second_app."))}
     update(repo, vcs_ref=release_v2(template))
     after = files_of(repo)
@@ -171,7 +159,9 @@ def test_updating_one_app_leaves_the_other_byte_for_byte(tmp_path: Path, templat
 def test_renaming_an_app_on_update_is_refused(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
     before = files_of(repo)
-    with pytest.raises(ValueError, match="app_name cannot change on update .'joke_of_the_day' -> 'renamed'."):
+    with pytest.raises(
+        ValueError, match=re.escape("app_name cannot change on update ('joke_of_the_day' -> 'renamed')")
+    ):
         update(repo, data={"app_name": "renamed"})
     assert files_of(repo) == before
 
@@ -184,8 +174,7 @@ def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age
     """Each release tag of this repository (and a synthetic older one) copied, then updated to the working tree."""
     history = TemplateRepo(tmp_path / "history")
     run("git", "clone", "-q", TEMPLATE, history.path)
-    for setting in [("user.email", "t@example.com"), ("user.name", "T"), ("commit.gpgsign", "false")]:
-        run("git", "config", *setting, cwd=history.path)
+    configure(history.path)
     tags = earlier_releases()
     if not tags:  # a clone without tags: start from a synthetic release of the working tree
         put_working_tree(history.path)
@@ -194,15 +183,17 @@ def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age
     put_working_tree(history.path)
     current = history.release("v999.0.0")
     for tag in tags:
-        repo = new_monorepo(tmp_path / f"from-{tag}", answers(age_key, environments=["dev", "prod"]),
-                            src=history.path, vcs_ref=tag)
+        repo = new_monorepo(
+            tmp_path / f"from-{tag}", answers(age_key, environments=["dev", "prod"]), src=history.path, vcs_ref=tag
+        )
         update(repo, vcs_ref=current)
         assert conflicted(repo) == [], f"updating from {tag} conflicts"
         assert yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["_commit"] == current
 
 
-def test_update_apps_script_updates_every_app_and_stops_on_conflicts(tmp_path: Path, template: TemplateRepo,
-                                                                     age_key: AgeKey) -> None:
+def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
     new_monorepo(repo, {"app_name": "second_app"}, src=template.path, vcs_ref="v1.0.0")
     copier_cli = str(VENV_BIN / "copier")
@@ -231,7 +222,5 @@ def test_update_apps_refuses_a_dirty_tree(tmp_path: Path, template: TemplateRepo
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
     append(repo / APP / "README.md", "uncommitted\n")
     result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, COPIER=str(VENV_BIN / "copier"))
-    assert result.returncode == 2 and "uncommitted changes" in result.stderr
-
-
-_: Callable[..., object] = copy_at  # keep helpers referenced for readers scanning this module
+    assert result.returncode == 2
+    assert "uncommitted changes" in result.stderr

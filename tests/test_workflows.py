@@ -12,8 +12,17 @@ import yaml
 from .conftest import APP, AgeKey, answers, load_yaml, new_monorepo, require_tool, run
 
 REQUIRED_V3_INPUTS = {
-    "module", "environment", "resource_group_name", "acr_login_server", "azure_client_id", "azure_tenant_id",
-    "azure_subscription_id", "acr_username", "acr_password", "age_private_key", "azure_storage_account_id",
+    "module",
+    "environment",
+    "resource_group_name",
+    "acr_login_server",
+    "azure_client_id",
+    "azure_tenant_id",
+    "azure_subscription_id",
+    "acr_username",
+    "acr_password",
+    "age_private_key",
+    "azure_storage_account_id",
 }
 ACTION = "Unique-AG/sdk-deploy-action@e7815556a6cdc31a9ec88f6281e097b0c2cecbdb # v3"
 
@@ -21,10 +30,19 @@ ACTION = "Unique-AG/sdk-deploy-action@e7815556a6cdc31a9ec88f6281e097b0c2cecbdb #
 @pytest.fixture(scope="module")
 def repos(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> list[Path]:
     """Two apps in one repository (three environments, per-environment files, custom sizing) and a one-env app."""
-    repo = new_monorepo(tmp_path_factory.mktemp("wf"), answers(
-        age_key, environments=["dev", "staging", "prod"], per_environment_env_files=True, cpu=1.25,
-        min_replicas=2, max_replicas=4, poetry_version="2.4.1", any_branch_environments=["dev", "staging"],
-    ))
+    repo = new_monorepo(
+        tmp_path_factory.mktemp("wf"),
+        answers(
+            age_key,
+            environments=["dev", "staging", "prod"],
+            per_environment_env_files=True,
+            cpu=1.25,
+            min_replicas=2,
+            max_replicas=4,
+            poetry_version="2.4.1",
+            any_branch_environments=["dev", "staging"],
+        ),
+    )
     new_monorepo(repo, {"app_name": "second_app", "environments": ["prod"]})
     return [repo]
 
@@ -56,7 +74,7 @@ def test_deploy_step_has_every_v3_input_with_the_answers(repos: list[Path]) -> N
         path = repo / f".github/workflows/{APP}.{env}.deploy.yaml"
         step = deploy_step(load_yaml(path))
         inputs = step["with"]
-        assert REQUIRED_V3_INPUTS <= set(inputs)
+        assert set(inputs) >= REQUIRED_V3_INPUTS
         assert inputs["module"] == APP
         assert inputs["environment"] == env
         assert inputs["encrypted_env_file"] == f".env.{env}.enc"
