@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,30 +143,6 @@ def installed_app(tmp_path_factory: pytest.TempPathFactory) -> InstalledApp:
     repo = new_monorepo(tmp_path_factory.mktemp("installed"), answers(key, python_version="3.11"))
     poetry_install(repo / APP)
     return InstalledApp(repo=repo, folder=repo / APP, key=key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen[str] | None = None, timeout: float = 30.0) -> bytes:
-    """GET `url` until it answers 200; fails early when `process` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(
-                f"process exited with {process.returncode}:\n{process.stdout.read() if process.stdout else ''}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return response.read()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
 
 
 @pytest.fixture

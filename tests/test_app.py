@@ -11,19 +11,9 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from .conftest import (
-    APP,
-    TEMPLATE,
-    AgeKey,
-    InstalledApp,
-    answers,
-    free_port,
-    poetry_install,
-    render,
-    run,
-    tool_env,
-    wait_for_http,
-)
+from tools.net import free_port, wait_for_http
+
+from .conftest import APP, TEMPLATE, AgeKey, InstalledApp, answers, poetry_install, render, run, tool_env
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .conftest import APP, VENV_BIN, InstalledApp, free_port, new_age_key, run, wait_for_http
+from tools.net import free_port, wait_for_http
+
+from .conftest import APP, VENV_BIN, InstalledApp, new_age_key, run
 
 pytestmark = pytest.mark.slow
 

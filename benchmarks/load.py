@@ -1,0 +1,110 @@
+"""A small closed-loop HTTP load generator, run as its own process so it does not share the
+server's interpreter. Prints one JSON line: requests, errors, requests/s, p50 and p99 latency (ms).
+
+    python -m benchmarks.load --url http://127.0.0.1:8080/health --duration 5 --concurrency 8
+    python -m benchmarks.load --url http://127.0.0.1:8080/webhook --webhook-secret S --module M
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import statistics
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+
+def signed_event(secret: str, module: str) -> tuple[bytes, dict[str, str]]:
+    now = datetime.now(UTC).isoformat()
+    body = json.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex}",
+            "version": "1",
+            "event": "unique.chat.external-module.chosen",
+            "createdAt": now,
+            "userId": "user_1",
+            "companyId": "company_1",
+            "payload": {
+                "name": module,
+                "chatId": "chat_1",
+                "assistantId": "assistant_1",
+                "userMessage": {"id": "m1", "text": "Hello", "createdAt": now},
+                "assistantMessage": {"id": "m2", "createdAt": now},
+                "configuration": {},
+            },
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Unique-Created-At": str(int(time.time())),
+        "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+    }
+    return body, headers
+
+
+def worker(
+    url: str, deadline: float, secret: str | None, module: str, latencies: list[float], errors: list[int]
+) -> None:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    while time.perf_counter() < deadline:
+        body, headers = signed_event(secret, module) if secret is not None else (None, {})
+        started = time.perf_counter()
+        try:
+            connection.request("POST" if body is not None else "GET", parts.path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            ok = 200 <= response.status < 300
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+            ok = False
+        latencies.append(time.perf_counter() - started)
+        if not ok:
+            errors.append(1)
+    connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--webhook-secret", help="POST signed platform events instead of GET")
+    parser.add_argument("--module", default="")
+    args = parser.parse_args()
+    latencies: list[float] = []
+    errors: list[int] = []
+    deadline = time.perf_counter() + args.duration
+    threads = [
+        threading.Thread(target=worker, args=(args.url, deadline, args.webhook_secret, args.module, latencies, errors))
+        for _ in range(args.concurrency)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies) or [0.0]
+    print(
+        json.dumps(
+            {
+                "requests": len(latencies),
+                "errors": len(errors),
+                "rps": len(latencies) / elapsed,
+                "p50_ms": statistics.median(ordered) * 1000,
+                "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Smoke test of the benchmark command: it runs end to end with one short repetition.
+No timing is asserted (these machines are noisy); the figures live in benchmarks/results.md."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import TEMPLATE, run
+
+pytestmark = pytest.mark.slow
+
+MEASURES = [
+    "`copier copy`",
+    "`copier update`",
+    "GET /health rps",
+    "GET /health p99",
+    "signed POST /webhook rps",
+    "signed POST /webhook p50",
+    "cold start to first 200",
+    "Runtime dependencies installed in the image",
+]
+
+
+def test_benchmark_command_runs_and_reports_every_measure(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    run(sys.executable, "-m", "benchmarks.run", "--quick", "--output", output, cwd=TEMPLATE)
+    text = output.read_text()
+    for measure in MEASURES:
+        assert measure in text, measure
+    ratios = re.findall(r"\| (\d+\.\d+)x \|", text)
+    assert len(ratios) == 9
+    assert all(float(r) > 0 for r in ratios)
+    assert "0 non-2xx answers from the generated app" in text
