@@ -8,44 +8,19 @@ server's interpreter. Prints one JSON line: requests, errors, requests/s, p50 an
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import statistics
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
+
+from tools.platform_events import chosen_event, signed_headers
 
 
 def signed_event(secret: str, module: str) -> tuple[bytes, dict[str, str]]:
-    now = datetime.now(UTC).isoformat()
-    body = json.dumps(
-        {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "version": "1",
-            "event": "unique.chat.external-module.chosen",
-            "createdAt": now,
-            "userId": "user_1",
-            "companyId": "company_1",
-            "payload": {
-                "name": module,
-                "chatId": "chat_1",
-                "assistantId": "assistant_1",
-                "userMessage": {"id": "m1", "text": "Hello", "createdAt": now},
-                "assistantMessage": {"id": "m2", "createdAt": now},
-                "configuration": {},
-            },
-        }
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-Unique-Created-At": str(int(time.time())),
-        "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-    }
-    return body, headers
+    body = chosen_event(module)
+    return body, signed_headers(body, secret)
 
 
 def worker(

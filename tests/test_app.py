@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jinja2
@@ -94,3 +98,39 @@ def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: Inst
         env=tool_env(PORT=str(port), HOST="127.0.0.1"),
     )
     assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+
+
+class _SilentStream(BaseHTTPRequestHandler):
+    """An Event Socket that accepts the stream and sends only keep-alive comments."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for _ in range(100):
+            self.wfile.write(b": keep-alive\n\n")
+            self.wfile.flush()
+            time.sleep(0.1)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_event_socket_bridge_runs_as_documented_and_stops_cleanly_on_ctrl_c(installed_app: InstalledApp, spawn) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SilentStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = tool_env(BASE_URL=f"http://127.0.0.1:{server.server_port}", API_KEY="k", APP_ID="a", COMPANY_ID="c")
+    process = spawn([installed_app.bin / "python", "-m", f"{APP}.event_socket"], cwd=installed_app.folder, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        output = ""
+        while "connected to" not in output and time.monotonic() < deadline:
+            output += process.stdout.readline()
+        assert "connected to" in output, output
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=15)
+    finally:
+        server.shutdown()
+    assert process.returncode == 0
+    assert "stopped after 0 events" in rest
+    assert "Traceback" not in output + rest

@@ -34,4 +34,4 @@ def test_benchmark_command_runs_and_reports_every_measure(tmp_path: Path) -> Non
     ratios = re.findall(r"\| (\d+\.\d+)x \|", text)
     assert len(ratios) == 9
     assert all(float(r) > 0 for r in ratios)
-    assert "0 non-2xx answers from the generated app" in text
+    assert text.count("0 non-2xx answers from the generated app") == 2  # no spurious 503s under load

@@ -8,8 +8,6 @@ its lock file, with real sops and a fresh age key, then talk real HTTP to the gu
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 import shutil
@@ -20,7 +18,6 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +25,7 @@ from typing import Any, ClassVar
 import pytest
 
 from tools.net import free_port, wait_for_http
+from tools.platform_events import chosen_event, signed_headers
 
 from .conftest import APP, VENV_BIN, InstalledApp, new_age_key, run
 
@@ -119,34 +117,8 @@ def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
         (app.folder / ".env.enc").write_text("")
 
 
-def signed(body: bytes, secret: str) -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-Unique-Created-At": str(int(time.time())),
-        "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-    }
-
-
 def event(module: str = APP) -> bytes:
-    now = datetime.now(UTC).isoformat()
-    return json.dumps(
-        {
-            "id": f"evt_{time.time_ns()}",
-            "version": "1",
-            "event": "unique.chat.external-module.chosen",
-            "createdAt": now,
-            "userId": "user_1",
-            "companyId": "company_1",
-            "payload": {
-                "name": module,
-                "chatId": "chat_1",
-                "assistantId": "a_1",
-                "userMessage": {"id": "m_1", "text": "Hi", "createdAt": now},
-                "assistantMessage": {"id": "m_2", "createdAt": now},
-                "configuration": {},
-            },
-        }
-    ).encode()
+    return chosen_event(module)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -192,10 +164,10 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(
     assert wait_for_http(f"{base}/health", process) == b'{"status":"ok"}\n'
 
     body, other = event(), event("other")
-    assert post(f"{base}/webhook", body, signed(body, "wrong-secret")) == 401
+    assert post(f"{base}/webhook", body, signed_headers(body, "wrong-secret")) == 401
     assert post(f"{base}/webhook", body, {"Content-Type": "application/json"}) == 401
-    assert post(f"{base}/webhook", body, signed(body, SECRET)) == 202
-    assert post(f"{base}/webhook", other, signed(other, SECRET)) == 200  # another module's event: acknowledged
+    assert post(f"{base}/webhook", body, signed_headers(body, SECRET)) == 202
+    assert post(f"{base}/webhook", other, signed_headers(other, SECRET)) == 200  # another module's event: acknowledged
 
     deadline = time.monotonic() + 10  # the handler answered in the chat with the decrypted API key
     while not FakePlatformApi.calls and time.monotonic() < deadline:
@@ -218,7 +190,7 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(
 
     with ThreadPoolExecutor(16) as pool:  # more than 2 workers x 4 threads at once
         bodies = [event() for _ in range(32)]
-        statuses = list(pool.map(lambda b: post(f"{base}/webhook", b, signed(b, SECRET)), bodies))
+        statuses = list(pool.map(lambda b: post(f"{base}/webhook", b, signed_headers(b, SECRET)), bodies))
     assert statuses == [202] * 32
 
     process.terminate()

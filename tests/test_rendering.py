@@ -171,3 +171,9 @@ def test_message_after_copy_is_filled_in(tmp_path: Path, age_key: AgeKey, capsys
     assert "joke_of_the_day.dev.deploy.yaml" in message
     assert "FQDN" in message
     assert "joke-of-the-day-dev" in message
+
+
+def test_template_file_names_can_be_checked_out_on_windows() -> None:
+    forbidden = set('<>:"|?*\\')
+    names = [p.relative_to(TEMPLATE) for p in (TEMPLATE / "template").rglob("*")]
+    assert [str(n) for n in names if forbidden & set(n.name)] == []

@@ -171,14 +171,17 @@ def earlier_releases() -> list[str]:
 
 
 def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age_key: AgeKey) -> None:
-    """Each release tag of this repository (and a synthetic older one) copied, then updated to the working tree."""
+    """Every release tag of this repository, and a synthetic older release, updated to the working tree."""
     history = TemplateRepo(tmp_path / "history")
     run("git", "clone", "-q", TEMPLATE, history.path)
     configure(history.path)
-    tags = earlier_releases()
-    if not tags:  # a clone without tags: start from a synthetic release of the working tree
-        put_working_tree(history.path)
-        tags = [history.release("v0.0.1")]
+    # A synthetic older release: another action pin, no sops checksum step, fewer Python choices.
+    run("git", "rm", "-rq", "--ignore-unmatch", ".", cwd=history.path)
+    put_working_tree(history.path)
+    history.edit("copier.yml", "default: e7815556a6cdc31a9ec88f6281e097b0c2cecbdb", f"default: {NEW_SHA}")
+    history.edit("copier.yml", 'choices: ["3.11", "3.12", "3.13"]', 'choices: ["3.11", "3.12"]')
+    history.edit("template/Dockerfile.jinja", "# sops, checked against", "# sops, downloaded; checked against")
+    tags = [*earlier_releases(), history.release("v0.0.1")]
     run("git", "rm", "-rq", ".", cwd=history.path)
     put_working_tree(history.path)
     current = history.release("v999.0.0")
@@ -189,6 +192,10 @@ def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age
         update(repo, vcs_ref=current)
         assert conflicted(repo) == [], f"updating from {tag} conflicts"
         assert yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["_commit"] == current
+        assert (
+            "e7815556a6cdc31a9ec88f6281e097b0c2cecbdb"
+            in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
+        )
 
 
 def test_update_apps_script_updates_every_app_and_stops_on_conflicts(

@@ -6,13 +6,14 @@ events for other modules or of other types get 2xx (ignored), never 4xx; a full 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import unique_sdk
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from .dispatch import BoundedExecutor, SeenIds
 from .events import EXTERNAL_MODULE_CHOSEN, Event, InvalidEvent, parse_event
@@ -44,7 +45,7 @@ def state() -> WebhookState:
 
 
 def _reply(status: int, outcome: str, **extra: str) -> tuple[Response, int]:
-    return jsonify(status=outcome, **extra), status
+    return Response(json.dumps({"status": outcome, **extra}), status, mimetype="application/json"), status
 
 
 @blueprint.post("/webhook")
@@ -73,7 +74,7 @@ def receive() -> tuple[Response, int]:
         response, status = _reply(503, "busy", error="too many events in progress, retry later")
         response.headers["Retry-After"] = "5"
         return response, status
-    logger.info("accepted %s %s", event.event, event.id)
+    logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
     return _reply(202, "accepted")
 
 
