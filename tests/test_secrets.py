@@ -113,6 +113,29 @@ def test_helper_refuses_mistakes_clearly(
         assert result.returncode == 0, result.stderr
 
 
+def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
+    (repo / APP / ".env").write_text(SETTINGS)
+    secrets(repo, "encrypt", APP)
+    editor = tmp_path / "editor.sh"  # what a person does in $EDITOR: add a line, save, quit
+    editor.write_text('#!/bin/sh\necho "NEW_SETTING=added" >> "$1"\n')
+    editor.chmod(0o755)
+    secrets(repo, "edit", APP, SOPS_AGE_KEY=age_key.private, EDITOR=str(editor))
+    encrypted = (repo / APP / ".env.enc").read_text()
+    assert "added" not in encrypted
+    assert guard(repo, f"{APP}/.env.enc").returncode == 0
+    decrypted = run(
+        require_tool("sops"),
+        "--decrypt",
+        "--input-type",
+        "dotenv",
+        "--output-type",
+        "dotenv",
+        repo / APP / ".env.enc",
+        SOPS_AGE_KEY=age_key.private,
+    )
+    assert decrypted.stdout == SETTINGS + "NEW_SETTING=added\n"
+
+
 def test_decrypt_needs_the_private_key(repo: Path) -> None:
     (repo / APP / ".env").write_text(SETTINGS)
     secrets(repo, "encrypt", APP)

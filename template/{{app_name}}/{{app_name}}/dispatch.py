@@ -6,44 +6,74 @@ semaphore are, and the only shared state is guarded by a lock.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from queue import SimpleQueue
 
 logger = logging.getLogger(__name__)
 
 
 class BoundedExecutor:
-    """Runs at most `threads` jobs at once and holds at most `backlog` more; refuses the rest."""
+    """Runs at most `threads` jobs at once and holds at most `backlog` more; refuses the rest.
+
+    A queue and a few threads, started on first use (so after gunicorn forks its workers). Queued
+    jobs still run when the process exits normally (gunicorn's graceful shutdown).
+    """
 
     def __init__(self, threads: int, backlog: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="event-handler")
+        self._threads = threads
         self._slots = threading.BoundedSemaphore(threads + backlog)
+        self._jobs: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, job: Callable[[], None]) -> bool:
-        """Start `job` in the background; False (nothing started) when the pool is full."""
-        if not self._slots.acquire(blocking=False):
+        """Start `job` in the background; False (nothing started) when the pool is full or closed."""
+        if self._closed or not self._slots.acquire(blocking=False):
             return False
+        if not self._workers:
+            self._start()
         context = contextvars.copy_context()  # keeps the request id in the job's log lines
-        try:
-            future = self._pool.submit(context.run, job)
-        except RuntimeError:  # shutting down
-            self._slots.release()
-            return False
-        future.add_done_callback(self._finished)
+        self._jobs.put(lambda: context.run(job))
         return True
 
-    def _finished(self, future: Future[None]) -> None:
-        self._slots.release()
-        if (error := future.exception()) is not None:
-            logger.error("event handler failed", exc_info=error)
+    def _start(self) -> None:
+        with self._lock:
+            if self._workers:
+                return
+            for number in range(self._threads):
+                worker = threading.Thread(target=self._work, name=f"event-handler-{number}", daemon=True)
+                worker.start()
+                self._workers.append(worker)
+            atexit.register(self.shutdown)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job()
+            except Exception:
+                logger.exception("event handler failed")
+            finally:
+                self._slots.release()
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait)
+        """Refuse new jobs, let queued ones finish, stop the threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+        for _ in workers:
+            self._jobs.put(None)
+        if wait:
+            for worker in workers:
+                worker.join()
 
 
 class SeenIds:
