@@ -96,6 +96,7 @@ def test_app_files_are_rendered_with_its_names(monorepo: Path) -> None:
     leftovers = [str(p) for p in monorepo.rglob("*") if "{{" in p.name or "{%" in p.name or p.suffix == ".jinja"]
     assert leftovers == []
     assert "joke_of_the_day:app" in (app / "README.md").read_text()
+    assert f"copier copy {TEMPLATE} ." in (monorepo / "README.md").read_text()  # the template's real source
 
 
 def test_pyproject_passes_the_deploy_actions_checks(monorepo: Path) -> None:
