@@ -33,6 +33,11 @@ def guard(repo: Path, *files: str):
     return run("python3", "scripts/check_secrets.py", *files, cwd=repo, check=False)
 
 
+def sops_dotenv(*args: str | Path, cwd: Path | None = None, **env: str) -> str:
+    """Real sops with the dotenv types, as the image and the helper script call it; returns stdout."""
+    return run(require_tool("sops"), "--input-type", "dotenv", "--output-type", "dotenv", *args, cwd=cwd, **env).stdout
+
+
 def recipients(path: Path) -> set[str]:
     return {line.split("=", 1)[1] for line in path.read_text().splitlines() if "__map_recipient=" in line}
 
@@ -44,10 +49,7 @@ def recipients(path: Path) -> set[str]:
 def test_plain_sops_needs_no_key_flag(repo: Path, age_key: AgeKey, where: str) -> None:
     (repo / APP / ".env").write_text(SETTINGS)
     cwd, path = (repo, f"{APP}/.env") if where == "root" else (repo / APP, ".env")
-    encrypted = run(
-        require_tool("sops"), "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv", path, cwd=cwd
-    )
-    (repo / APP / ".env.enc").write_text(encrypted.stdout)
+    (repo / APP / ".env.enc").write_text(sops_dotenv("--encrypt", path, cwd=cwd))
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
     assert guard(repo, f"{APP}/.env.enc").returncode == 0
 
@@ -76,17 +78,7 @@ def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
     assert encrypted.read_text().startswith("API_KEY=ENC[")  # dotenv, not sops' binary JSON
     assert (per_env_repo / APP / ".env.dev.enc").read_text() == ""
     assert guard(per_env_repo, f"{APP}/.env.prod.enc", f"{APP}/.env.dev.enc").returncode == 0
-    decrypted = run(
-        require_tool("sops"),
-        "--decrypt",
-        "--input-type",
-        "dotenv",
-        "--output-type",
-        "dotenv",
-        encrypted,
-        SOPS_AGE_KEY=age_key.private,
-    )
-    assert decrypted.stdout == SETTINGS
+    assert sops_dotenv("--decrypt", encrypted, SOPS_AGE_KEY=age_key.private) == SETTINGS
 
 
 @pytest.mark.parametrize(
@@ -123,17 +115,10 @@ def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKe
     encrypted = (repo / APP / ".env.enc").read_text()
     assert "added" not in encrypted
     assert guard(repo, f"{APP}/.env.enc").returncode == 0
-    decrypted = run(
-        require_tool("sops"),
-        "--decrypt",
-        "--input-type",
-        "dotenv",
-        "--output-type",
-        "dotenv",
-        repo / APP / ".env.enc",
-        SOPS_AGE_KEY=age_key.private,
+    assert (
+        sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+        == SETTINGS + "NEW_SETTING=added\n"
     )
-    assert decrypted.stdout == SETTINGS + "NEW_SETTING=added\n"
 
 
 def test_decrypt_needs_the_private_key(repo: Path) -> None:
@@ -169,18 +154,7 @@ def encrypted_for(repo: Path, *keys: AgeKey) -> str:
     scratch = repo.parent / "scratch"
     scratch.mkdir(exist_ok=True)
     (scratch / "plain.env").write_text(SETTINGS)
-    return run(
-        require_tool("sops"),
-        "--encrypt",
-        "--input-type",
-        "dotenv",
-        "--output-type",
-        "dotenv",
-        "--age",
-        ",".join(k.public for k in keys),
-        "plain.env",
-        cwd=scratch,
-    ).stdout
+    return sops_dotenv("--encrypt", "--age", ",".join(k.public for k in keys), "plain.env", cwd=scratch)
 
 
 def without(text: str, fragment: str) -> str:
