@@ -4,6 +4,7 @@ tests and lint, serves locally, and its lock files are fresh for every supported
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from tools.net import free_port, wait_for_http
 
-from .conftest import APP, TEMPLATE, AgeKey, InstalledApp, answers, poetry_install, render, run, tool_env
+from .conftest import APP, TEMPLATE, AgeKey, InstalledApp, answers, render, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +57,16 @@ def test_shipped_lock_matches_pyproject(tmp_path: Path, age_key: AgeKey, python:
 
 
 def test_dependencies_install_from_pyproject_and_lock_alone(tmp_path: Path, installed_app: InstalledApp) -> None:
-    """What the image's deps stage does: no app code present yet."""
+    """The image's deps stage, run as the rendered Dockerfile writes it, before any app code exists."""
+    dockerfile = (installed_app.repo / "Dockerfile").read_text()
+    deps = dockerfile[dockerfile.index("AS deps") : dockerfile.index("AS runtime")]
+    assert "COPY pyproject.toml poetry.lock ./" in deps
+    command = re.search(r"^RUN (POETRY\S+ )+\\\n\s+(poetry install .*)$", deps, re.MULTILINE)
+    assert command, deps
+    settings = dict(item.split("=", 1) for item in command.group(0).split("\\")[0].split()[1:])
     for name in ["pyproject.toml", "poetry.lock"]:
         shutil.copy(installed_app.folder / name, tmp_path / name)
-    poetry_install(tmp_path, "--only", "main", "--no-root")
+    run(sys.executable, "-m", *shlex.split(command.group(2)), cwd=tmp_path, **settings)
     result = run(tmp_path / ".venv/bin/python", "-c", "import flask, gunicorn, dotenv, unique_sdk; print('ok')")
     assert result.stdout.strip() == "ok"
     assert not (tmp_path / ".venv/bin/pytest").exists(), "dev dependencies must stay out of the image"
