@@ -44,12 +44,12 @@ def state() -> WebhookState:
     return current_app.extensions["webhook"]
 
 
-def _reply(status: int, outcome: str, **extra: str) -> tuple[Response, int]:
-    return Response(json.dumps({"status": outcome, **extra}), status, mimetype="application/json"), status
+def _reply(status: int, outcome: str, **extra: str) -> Response:
+    return Response(json.dumps({"status": outcome, **extra}), status, mimetype="application/json")
 
 
 @blueprint.post("/webhook")
-def receive() -> tuple[Response, int]:
+def receive() -> Response:
     webhook = state()
     body = request.get_data(cache=False)  # the raw bytes: the signature covers exactly these
     try:
@@ -71,9 +71,9 @@ def receive() -> tuple[Response, int]:
     if not webhook.executor.submit(lambda: webhook.handler(event, webhook.settings)):
         webhook.seen.forget(event.id)  # 503 makes the platform retry: the retry must not look like a duplicate
         logger.warning("webhook refused: handler pool is full (event %s)", event.id)
-        response, status = _reply(503, "busy", error="too many events in progress, retry later")
+        response = _reply(503, "busy", error="too many events in progress, retry later")
         response.headers["Retry-After"] = "5"
-        return response, status
+        return response
     logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
     return _reply(202, "accepted")
 
