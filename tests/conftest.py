@@ -108,6 +108,15 @@ def monorepo(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> Path:
     return new_monorepo(tmp_path_factory.mktemp("monorepo"), answers(age_key))
 
 
+PYTHONS: list[str] = yaml.safe_load((TEMPLATE / "copier.yml").read_text())["python_version"]["choices"]
+
+
+@pytest.fixture(scope="session")
+def per_python(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> dict[str, Path]:
+    """One render per supported Python, shared by the Dockerfile and lock-file tests (read-only)."""
+    return {v: render(tmp_path_factory.mktemp(f"py{v}"), answers(age_key, python_version=v)) for v in PYTHONS}
+
+
 # ---- Running the generated app ------------------------------------------------------------
 
 

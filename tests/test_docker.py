@@ -9,14 +9,7 @@ import pathspec
 import pytest
 import yaml
 
-from .conftest import APP, AgeKey, answers, render, require_tool, run
-
-PYTHONS = ["3.11", "3.12", "3.13"]
-
-
-@pytest.fixture(scope="module")
-def per_python(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> dict[str, Path]:
-    return {v: render(tmp_path_factory.mktemp(f"py{v}"), answers(age_key, python_version=v)) for v in PYTHONS}
+from .conftest import APP, PYTHONS, AgeKey, answers, render, require_tool, run
 
 
 @pytest.mark.parametrize("python", PYTHONS)
