@@ -16,6 +16,8 @@ import pyrage
 import pytest
 import yaml
 
+from tools import pins
+
 TEMPLATE = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent  # sops, hadolint, zizmor, check-jsonschema, poetry, pre-commit live here
 APP = "joke_of_the_day"
@@ -108,7 +110,7 @@ def monorepo(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> Path:
     return new_monorepo(tmp_path_factory.mktemp("monorepo"), answers(age_key))
 
 
-PYTHONS: list[str] = yaml.safe_load((TEMPLATE / "copier.yml").read_text())["python_version"]["choices"]
+PYTHONS: list[str] = pins.pythons()
 
 
 @pytest.fixture(scope="session")

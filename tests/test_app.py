@@ -41,7 +41,7 @@ def test_generated_code_is_ruff_clean(installed_app: InstalledApp) -> None:
 
 @pytest.mark.parametrize("python", PYTHONS)
 def test_shipped_lock_matches_pyproject(per_python: dict[str, Path], python: str) -> None:
-    """Fails when locks/ is stale: run `.venv/bin/python tools/refresh_locks.py`."""
+    """Fails when locks/ is stale: run `.venv/bin/python -m tools.refresh_locks`."""
     result = run(
         sys.executable,
         "-m",

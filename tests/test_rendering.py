@@ -116,7 +116,7 @@ def test_answers_file_lives_in_the_app_and_records_only_answers(monorepo: Path, 
     assert recorded["app_name"] == APP
     assert recorded["age_public_key"] == age_key.public
     assert recorded["environments"] == ["dev", "prod"]
-    computed = {"deploy_action_sha", "memory", "effective_poetry_version", "checkout_action"}
+    computed = {"memory", "effective_poetry_version", "effective_sops_version", "env_files"}
     assert not computed & set(recorded), "template-owned values must not be frozen into answers"
     assert not (monorepo / ".copier-answers.yml").exists()
 

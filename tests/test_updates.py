@@ -10,12 +10,15 @@ import copier
 import pytest
 import yaml
 
+from tools import pins
 from tools.template_repo import TemplateRepo, configure, put_working_tree
 
 from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, new_monorepo, require_tool, run
 
 pytestmark = pytest.mark.slow
 
+VERSIONS = "extensions/versions.jinja"
+CURRENT_SHA = pins.versions().DEPLOY_ACTION["sha"]
 NEW_SHA = "0123456789abcdef0123456789abcdef01234567"
 DEPLOY_WORKFLOW = (
     "template/.github/workflows/"
@@ -31,7 +34,7 @@ def template(tmp_path: Path) -> TemplateRepo:
 
 def release_v2(template: TemplateRepo) -> str:
     """A typical release: new action SHA, a Dockerfile fix, a new workflow step."""
-    template.edit("copier.yml", "default: e7815556a6cdc31a9ec88f6281e097b0c2cecbdb", f"default: {NEW_SHA}")
+    template.edit(VERSIONS, CURRENT_SHA, NEW_SHA)
     template.edit(
         "template/Dockerfile.jinja",
         "USER app\n",
@@ -84,7 +87,7 @@ def test_release_reaches_the_app_and_user_edits_survive(
 
     assert conflicted(repo) == []
     assert NEW_SHA in workflow.read_text()
-    assert "e7815556" not in workflow.read_text()
+    assert CURRENT_SHA not in workflow.read_text()
     assert "Smoke test" in workflow.read_text()
     assert "Notify the team" in workflow.read_text()
     assert 'LABEL org.opencontainers.image.vendor="sdk-deploy-template"' in (repo / "Dockerfile").read_text()
@@ -178,8 +181,9 @@ def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age
     # A synthetic older release: another action pin, no sops checksum step, fewer Python choices.
     run("git", "rm", "-rq", "--ignore-unmatch", ".", cwd=history.path)
     put_working_tree(history.path)
-    history.edit("copier.yml", "default: e7815556a6cdc31a9ec88f6281e097b0c2cecbdb", f"default: {NEW_SHA}")
-    history.edit("copier.yml", 'choices: ["3.11", "3.12", "3.13"]', 'choices: ["3.11", "3.12"]')
+    history.edit(VERSIONS, CURRENT_SHA, NEW_SHA)
+    newest = pins.pythons()[-1]  # fewer Python choices
+    history.edit(VERSIONS, f'  "{newest}": "{pins.versions().BASE_IMAGES[newest]}",\n', "")
     history.edit("template/Dockerfile.jinja", "# sops, checked against", "# sops, downloaded; checked against")
     tags = [*earlier_releases(), history.release("v0.0.1")]
     run("git", "rm", "-rq", ".", cwd=history.path)
@@ -192,10 +196,7 @@ def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age
         update(repo, vcs_ref=current)
         assert conflicted(repo) == [], f"updating from {tag} conflicts"
         assert yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["_commit"] == current
-        assert (
-            "e7815556a6cdc31a9ec88f6281e097b0c2cecbdb"
-            in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
-        )
+        assert CURRENT_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
 
 
 def test_update_apps_script_updates_every_app_and_stops_on_conflicts(

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tools import pins
+
 from .conftest import APP, AgeKey, answers, load_yaml, new_monorepo, require_tool, run
 
 REQUIRED_V3_INPUTS = {
@@ -24,7 +26,7 @@ REQUIRED_V3_INPUTS = {
     "age_private_key",
     "azure_storage_account_id",
 }
-ACTION = "Unique-AG/sdk-deploy-action@e7815556a6cdc31a9ec88f6281e097b0c2cecbdb # v3"
+ACTION = pins.uses(pins.versions().DEPLOY_ACTION)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_deploy_step_has_every_v3_input_with_the_answers(repos: list[Path]) -> N
         assert (inputs["cpu"], inputs["memory"]) == ("1.25", "2.5")
         assert (inputs["min_replicas"], inputs["max_replicas"]) == ("2", "4")
         assert inputs["poetry_version"] == "2.4.1"
-        assert inputs["sops_version"] == "3.11.0"  # empty answer: the template's tested version
+        assert inputs["sops_version"] == pins.versions().SOPS_VERSION  # empty answer: the template's tested version
         text = path.read_text()
         assert f"uses: {ACTION}\n" in text
         assert re.search(r"cost", text, re.IGNORECASE), "cpu/memory must say they cost money"

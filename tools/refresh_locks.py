@@ -1,7 +1,7 @@
 """Refresh the poetry.lock files the template ships (one per supported Python version).
 
-    .venv/bin/python tools/refresh_locks.py              # re-lock, keeping current pins where still valid
-    .venv/bin/python tools/refresh_locks.py --upgrade    # re-resolve everything to the newest allowed versions
+    .venv/bin/python -m tools.refresh_locks              # re-lock, keeping current pins where still valid
+    .venv/bin/python -m tools.refresh_locks --upgrade    # re-resolve everything to the newest allowed versions
 
 Renders the app's pyproject.toml for each Python choice in copier.yml, runs the pinned Poetry on
 it, and writes locks/python-<version>/poetry.lock. tests/test_app.py fails when a lock is stale.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import copier
 import pyrage
-import yaml
+
+from tools import pins
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKS = ROOT / "locks"
@@ -26,7 +27,7 @@ APP = "lock_refresh"
 
 
 def python_versions() -> list[str]:
-    return list(yaml.safe_load((ROOT / "copier.yml").read_text())["python_version"]["choices"])
+    return pins.pythons()
 
 
 def render_pyproject(python_version: str, destination: Path) -> Path:
