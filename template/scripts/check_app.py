@@ -45,7 +45,8 @@ def run(check: Check, cwd: Path) -> bool:
 
 def has_tool(app: Path, tool: str) -> bool:
     """Whether `tool` is installed in the app's Poetry environment."""
-    probe = ["poetry", "run", "python", "-c", f"import importlib.util, sys; sys.exit(not importlib.util.find_spec({tool!r}))"]
+    code = f"import importlib.util, sys; sys.exit(not importlib.util.find_spec({tool!r}))"
+    probe = ["poetry", "run", "python", "-c", code]
     return subprocess.run(probe, cwd=app, capture_output=True, check=False).returncode == 0
 
 
