@@ -10,10 +10,22 @@ import copier
 import pytest
 import yaml
 
-from tools import pins
+from tools import pins, release
 from tools.template_repo import TemplateRepo, configure, put_working_tree
 
-from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, new_monorepo, require_tool, run
+from .conftest import (
+    APP,
+    TEMPLATE,
+    VENV_BIN,
+    AgeKey,
+    answers,
+    commit_all,
+    files_of,
+    new_monorepo,
+    render,
+    require_tool,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -169,34 +181,64 @@ def test_renaming_an_app_on_update_is_refused(tmp_path: Path, template: Template
     assert files_of(repo) == before
 
 
-def earlier_releases() -> list[str]:
-    return [tag for tag in run("git", "tag", "--list", "v*", cwd=TEMPLATE).stdout.split() if tag]
+def earlier_releases() -> list[tuple[str, str]]:
+    """(version, git ref) of every release before the one the CHANGELOG's newest entry announces:
+    its tag, or, for a release that was never tagged, the commit its entry names."""
+    tagged = set(run("git", "tag", "--list", "v*", cwd=TEMPLATE).stdout.split())
+    found = []
+    for entry in release.entries((TEMPLATE / "CHANGELOG.md").read_text())[1:]:
+        if entry.tag in tagged:
+            found.append((entry.tag, entry.tag))
+        elif (
+            entry.commit
+            and run("git", "cat-file", "-e", f"{entry.commit}^{{commit}}", cwd=TEMPLATE, check=False).returncode == 0
+        ):
+            found.append((entry.tag, entry.commit))
+    return found
 
 
-def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age_key: AgeKey) -> None:
-    """Every release tag of this repository, and a synthetic older release, updated to the working tree."""
+def tree(root: Path) -> dict[str, bytes]:
+    return {name: content for name, content in files_of(root).items()}
+
+
+def test_updating_an_untouched_monorepo_gives_exactly_a_fresh_copy(tmp_path: Path, age_key: AgeKey) -> None:
+    """From every earlier release (and a synthetic older one) to this one: the updated tree equals,
+    file for file, what `copier copy` of this release renders with the same answers."""
     history = TemplateRepo(tmp_path / "history")
     run("git", "clone", "-q", TEMPLATE, history.path)
     configure(history.path)
-    # A synthetic older release: another action pin, no sops checksum step, fewer Python choices.
+    # A synthetic older release: another action pin, fewer Python choices, another Dockerfile comment.
     run("git", "rm", "-rq", "--ignore-unmatch", ".", cwd=history.path)
     put_working_tree(history.path)
     history.edit(VERSIONS, CURRENT_SHA, NEW_SHA)
-    newest = pins.pythons()[-1]  # fewer Python choices
+    newest = pins.pythons()[-1]
     history.edit(VERSIONS, f'  "{newest}": "{pins.versions().BASE_IMAGES[newest]}",\n', "")
     history.edit("template/Dockerfile.jinja", "# sops, checked against", "# sops, downloaded; checked against")
-    tags = [*earlier_releases(), history.release("v0.0.1")]
+    releases = [*earlier_releases(), ("v0.0.1-synthetic", history.release("v0.0.1"))]
     run("git", "rm", "-rq", ".", cwd=history.path)
     put_working_tree(history.path)
     current = history.release("v999.0.0")
-    for tag in tags:
-        repo = new_monorepo(
-            tmp_path / f"from-{tag}", answers(age_key, environments=["dev", "prod"]), src=history.path, vcs_ref=tag
-        )
-        update(repo, vcs_ref=current)
-        assert conflicted(repo) == [], f"updating from {tag} conflicts"
-        assert yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["_commit"] == current
-        assert CURRENT_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
+
+    for version, ref in releases:
+        data = answers(age_key, environments=["dev", "prod"], per_environment_env_files=True)
+        updated = new_monorepo(tmp_path / f"from-{version}", data, src=history.path, vcs_ref=ref)
+        old = tree(updated)
+        update(updated, vcs_ref=current)
+        assert conflicted(updated) == [], f"updating from {version} conflicts"
+        recorded = yaml.safe_load((updated / APP / ".copier-answers.yml").read_text())
+        assert recorded["_commit"] == current
+        fresh = tmp_path / f"fresh-for-{version}"
+        render(fresh, {k: v for k, v in recorded.items() if not k.startswith("_")}, src=history.path, vcs_ref=current)
+
+        got, want = tree(updated), tree(fresh)
+        if release.Version(version.lstrip("v").split("-")[0]) < release.Version("0.2.0") and "synthetic" not in version:
+            # Since 0.2.0 the root README.md and .gitignore are the team's: an update keeps them as they were.
+            for name in ["README.md", ".gitignore"]:
+                assert got.pop(name) == old[name], f"{version}: the update changed the team's {name}"
+                want.pop(name)
+        assert sorted(got) == sorted(want), f"{version}: files differ"
+        differing = [name for name in got if got[name] != want[name]]
+        assert differing == [], f"{version}: content differs in {differing}"
 
 
 def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
