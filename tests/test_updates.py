@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import copier
@@ -249,10 +250,23 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     copier_cli = str(VENV_BIN / "copier")
     v2 = release_v2(template)
 
-    result = run("python3", "scripts/update_apps.py", "--vcs-ref", v2, cwd=repo, check=False, COPIER=copier_cli)
+    result = run(
+        "python3",
+        "scripts/update_apps.py",
+        "--no-app-checks",
+        "--vcs-ref",
+        v2,
+        cwd=repo,
+        check=False,
+        COPIER=copier_cli,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    for checked in ["check_secrets.py --all", "doctor.py"]:
+        assert f"== {APP}: scripts/{checked}" in result.stdout
     log = run("git", "log", "--format=%s", cwd=repo).stdout.splitlines()
     assert log[:2] == ["Update second_app from sdk-deploy-template", f"Update {APP} from sdk-deploy-template"]
+    body = run("git", "log", "-1", "--format=%b", cwd=repo).stdout
+    assert "App checks (scripts/check_app.py) were not run (--no-app-checks)." in body
     assert run("git", "status", "--porcelain", cwd=repo).stdout == ""
     for app in [APP, "second_app"]:
         assert NEW_SHA in (repo / f".github/workflows/{app}.prod.deploy.yaml").read_text()
@@ -262,7 +276,16 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     commit_all(repo, "a colliding edit")
     template.edit("template/Dockerfile.jinja", "EXPOSE 8080", "EXPOSE 8080/tcp")
     v3 = template.release("v3.0.0")
-    stopped = run("python3", "scripts/update_apps.py", "--vcs-ref", v3, cwd=repo, check=False, COPIER=copier_cli)
+    stopped = run(
+        "python3",
+        "scripts/update_apps.py",
+        "--no-app-checks",
+        "--vcs-ref",
+        v3,
+        cwd=repo,
+        check=False,
+        COPIER=copier_cli,
+    )
     assert stopped.returncode == 1
     assert f"{APP} needs attention: conflicts in Dockerfile" in stopped.stderr
     assert "second_app" not in stopped.stdout.split(f"== {APP}")[-1], "must stop at the first conflicting app"
@@ -274,3 +297,56 @@ def test_update_apps_refuses_a_dirty_tree(tmp_path: Path, template: TemplateRepo
     result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, COPIER=str(VENV_BIN / "copier"))
     assert result.returncode == 2
     assert "uncommitted changes" in result.stderr
+
+
+def test_update_apps_runs_the_app_checks_and_commits_nothing_red(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The checks it tells users to run, run before it commits: a failing app check leaves the update uncommitted."""
+    repo = copy_at(tmp_path / "repo", template, answers(age_key, python_version="3.11"))
+    append(repo / APP / APP / "handler.py", "\n\nimport os  # unused: ruff refuses it\n")
+    commit_all(repo, "a lint error the team has not noticed")
+    head = run("git", "rev-parse", "HEAD", cwd=repo).stdout
+    result = run("python3", "scripts/update_apps.py", "--vcs-ref", release_v2(template), cwd=repo, check=False,
+                 COPIER=str(VENV_BIN / "copier"))  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{APP} was updated but its checks fail: python scripts/check_app.py {APP}" in result.stderr
+    assert "The update is left uncommitted" in result.stderr
+    assert run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
+    assert NEW_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()  # there to review
+
+
+@pytest.mark.parametrize("case", ["no-copier", "no-git-repository"])
+def test_update_apps_explains_a_missing_tool_or_repository(tmp_path: Path, age_key: AgeKey, case: str) -> None:
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    if case == "no-git-repository":
+        shutil.rmtree(repo / ".git")
+    environment = {"COPIER": "copier-that-is-not-installed"} if case == "no-copier" else {}
+    result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, **environment)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    expected = {
+        "no-copier": "'copier-that-is-not-installed' not found: install copier",
+        "no-git-repository": "not inside a git repository",
+    }[case]
+    assert expected in result.stderr
+
+
+def test_copier_update_prints_no_missing_file_warning(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+    """copier's scratch renders of the old and new release do not read the monorepo's files."""
+    repo = copy_at(tmp_path / "repo", template, answers(age_key))
+    result = run(VENV_BIN / "copier", "update", "--defaults", "-a", f"{APP}/.copier-answers.yml",
+                 "--vcs-ref", release_v2(template), cwd=repo)  # fmt: skip
+    assert "MissingFileWarning" not in result.stderr, result.stderr
+    assert NEW_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
+
+
+def test_copier_yml_is_clean_under_yamllint() -> None:
+    """Duplicate keys (YAML keeps the last one silently) and the like."""
+    run(
+        VENV_BIN / "yamllint",
+        "-d",
+        "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}",
+        "--strict",
+        TEMPLATE / "copier.yml",
+    )
