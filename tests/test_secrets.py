@@ -483,6 +483,7 @@ NAMES: dict[str, str] = {
     "env/config.py": "other",
     "dotenv_loader.py": "other",
     "monkey.txt": "other",
+    ".flaskenv": "other",  # Flask's committed settings (FLASK_APP=...), common in hand-made apps
 }
 
 
