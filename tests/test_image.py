@@ -102,7 +102,8 @@ class App:
     @property
     def secrets(self) -> list[str]:
         """Values that must never be in an image in plain text."""
-        return [self.settings["API_KEY"], self.settings["ENDPOINT_SECRET"], self.planted]
+        values = [self.settings, self.local_settings]
+        return [*(v[key] for v in values for key in ["API_KEY", "ENDPOINT_SECRET"]), self.planted]
 
     def workflow(self, environment: str) -> Path:
         return self.checkout / ".github" / "workflows" / f"{APP}.{environment}.deploy.yaml"
@@ -124,10 +125,12 @@ def settings(tag: str) -> dict[str, str]:
 
 
 def plant(folder: Path, planted: str) -> None:
-    """Plain env files and a local .venv, as a developer's app folder has them: none may reach an image."""
-    for name in [".env.local", ".env.prod", "nested/.env"]:
+    """Plain env files (where the folder has none of that name yet) and a local .venv, as a developer's
+    app folder has them: none may reach an image."""
+    for name in [".env", ".env.local", ".env.staging", "nested/.env"]:
         (folder / name).parent.mkdir(exist_ok=True)
-        (folder / name).write_text(f"PLANTED={planted}\n")
+        if not (folder / name).exists():
+            (folder / name).write_text(f"PLANTED={planted}\n")
     (folder / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
     (folder / ".venv" / "pyvenv.cfg").write_text(f"home = /planted/{planted}\n")
     (folder / ".venv" / "bin" / "planted").write_text(planted)
@@ -153,7 +156,8 @@ def make_app(tmp: Path, kind: str) -> App:
     checkout = tmp / "checkout"
     run("git", "clone", "-q", str(repo), str(checkout))
 
-    # Docker compose reads the developer's plain .env; a fresh app's .env is the one just encrypted.
+    # The developer's local settings, for docker compose (a fresh app's .env held the production ones
+    # until now; a per-environment app keeps its plain .env.prod beside it, as the user would).
     (folder / ".env").write_text(settings_text(local))
     planted = f"planted_{kind}_{os.urandom(4).hex()}"
     for context in [folder, checkout / APP]:

@@ -48,9 +48,9 @@ LIBRARIES = [
 ]
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's path, inside the image
 PYTHON_TAG = re.compile(r"python:(?P<minor>3\.\d+)\.\d+-slim-(?P<suite>[a-z]+)")
-# Trimmed like the official image: no test suites, static library, optimised bytecode or site-packages.
 # Not in Debian's slim images either.
 LEFTOVERS = ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"]
+# Python trimmed like the official image: no test suites, static library, optimised bytecode, site-packages.
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages"}
 SKIP_FILE = re.compile(r"(^libpython.*\.a$)|(\.opt-[12]\.pyc$)")
 
@@ -195,47 +195,47 @@ def build_stand_in(name: str) -> BaseImage:
         root = Path(scratch) / "root"
         root.mkdir()
         subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-xf", str(rootfs)], check=True)
-        copy_python(prefix, root / "usr" / "local")
-        (root / f"usr/local/lib/python{minor}/site-packages").mkdir(exist_ok=True)  # pip goes here
-        for link, target in [("python3", f"python{minor}"), ("python", f"python{minor}")]:
-            path = root / "usr/local/bin" / link
-            if not path.exists():
-                path.symlink_to(target)
-        ca_bundle = ssl.get_default_verify_paths().cafile or ssl.get_default_verify_paths().openssl_cafile
-        shutil.copyfile(ca_bundle, root / CA_BUNDLE.lstrip("/"))
-        for command in (["ldconfig"], [f"/usr/local/bin/python{minor}", "-m", "ensurepip", "--default-pip"]):
-            result = subprocess.run(["chroot", str(root), *command], capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise BaseImageError(f"{' '.join(command)} in the stand-in failed:\n{result.stdout}{result.stderr}")
-        changes = [
-            "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "ENV LANG=C.UTF-8",
-            f"ENV PYTHON_VERSION={version}",
-            f"ENV SSL_CERT_FILE={CA_BUNDLE}",
-            f"ENV REQUESTS_CA_BUNDLE={CA_BUNDLE}",
-            f'LABEL {STAND_IN_LABEL}="{label}"',
-            'CMD ["python3"]',
-        ]
-        tar = subprocess.Popen(
+        install_python(root, prefix, minor)
+        docker_import(
+            root,
+            name,
             [
-                "tar",
-                "--numeric-owner",
-                "--exclude=./dev/*",
-                "--exclude=./proc/*",
-                "--exclude=./sys/*",
-                "-C",
-                str(root),
-                "-c",
-                ".",
+                "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "ENV LANG=C.UTF-8",
+                f"ENV PYTHON_VERSION={version}",
+                f"ENV SSL_CERT_FILE={CA_BUNDLE}",
+                f"ENV REQUESTS_CA_BUNDLE={CA_BUNDLE}",
+                f'LABEL {STAND_IN_LABEL}="{label}"',
+                'CMD ["python3"]',
             ],
-            stdout=subprocess.PIPE,
         )
-        options = [arg for change in changes for arg in ("--change", change)]
-        imported = subprocess.run(["docker", "import", *options, "-", name], stdin=tar.stdout, capture_output=True)
-        tar.wait()
-        if imported.returncode != 0 or tar.returncode != 0:
-            raise BaseImageError(f"docker import {name} failed: {imported.stderr.decode(errors='replace')}")
     return BaseImage(name, "stand-in", label)
+
+
+def install_python(root: Path, prefix: Path, minor: str) -> None:
+    """The CPython at `prefix` as root's /usr/local Python, with pip, and this machine's CA bundle."""
+    copy_python(prefix, root / "usr" / "local")
+    (root / f"usr/local/lib/python{minor}/site-packages").mkdir(exist_ok=True)  # pip goes here
+    for link in ["python3", "python"]:
+        if not (root / "usr/local/bin" / link).exists():
+            (root / "usr/local/bin" / link).symlink_to(f"python{minor}")
+    verify_paths = ssl.get_default_verify_paths()
+    shutil.copyfile(verify_paths.cafile or verify_paths.openssl_cafile, root / CA_BUNDLE.lstrip("/"))
+    for command in (["ldconfig"], [f"/usr/local/bin/python{minor}", "-m", "ensurepip", "--default-pip"]):
+        result = subprocess.run(["chroot", str(root), *command], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise BaseImageError(f"{' '.join(command)} in the stand-in failed:\n{result.stdout}{result.stderr}")
+
+
+def docker_import(root: Path, name: str, changes: list[str]) -> None:
+    """`docker import` of the file system at `root` (without /dev, /proc, /sys contents) as `name`."""
+    excludes = ["--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*"]
+    tar = subprocess.Popen(["tar", "--numeric-owner", *excludes, "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    options = [arg for change in changes for arg in ("--change", change)]
+    imported = subprocess.run(["docker", "import", *options, "-", name], stdin=tar.stdout, capture_output=True)
+    tar.wait()
+    if imported.returncode != 0 or tar.returncode != 0:
+        raise BaseImageError(f"docker import {name} failed: {imported.stderr.decode(errors='replace')}")
 
 
 def main() -> int:
