@@ -94,7 +94,7 @@ class BuildSpec:
 
 def action_build(repo: Path, workflow: Path) -> BuildSpec:
     """The build the deploy action runs for `workflow`: its `with:` inputs over the action's defaults."""
-    steps = [step for job in yaml.safe_load(workflow.read_text())["jobs"].values() for step in job["steps"]]
+    steps = [step for job in yaml.safe_load(workflow.read_text())["jobs"].values() for step in job.get("steps", [])]
     [step] = [step for step in steps if str(step.get("uses", "")).startswith(f"{ACTION}@")]
     inputs = {**ACTION_DEFAULTS, **{key: str(value) for key, value in step["with"].items()}}
     args = {arg: inputs[name] for arg, name in ACTION_BUILD_ARGS.items()}
@@ -322,6 +322,9 @@ class Container:
 
 
 def run_in_image(image: str, code: str, *argv: str) -> Any:
-    """Run Python `code` (which prints JSON) in a throwaway container of `image`, as its user; the JSON."""
-    result = docker("run", "--rm", "--network", "none", image, "python3", "-c", code, *argv, timeout=120)
+    """Run Python `code` (which prints JSON) in a throwaway container of `image`, as its user; the JSON.
+    The image's own start script (its ENTRYPOINT) is bypassed: this looks at the image, it starts no app."""
+    result = docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", code, *argv, timeout=120
+    )  # fmt: skip
     return json.loads(result.stdout)
