@@ -120,6 +120,8 @@ def test_new_encrypt_decrypt_round_trip(repo: Path, age_key: AgeKey) -> None:
     encrypted = (repo / APP / ".env.enc").read_text()
     assert "sk-123" not in encrypted
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
+    # Encrypted: readable by the image's user when an image is built from the working tree.
+    assert (repo / APP / ".env.enc").stat().st_mode & 0o777 == 0o644
     (repo / APP / ".env").unlink()
     secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)
     assert (repo / APP / ".env").read_text() == SETTINGS

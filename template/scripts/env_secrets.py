@@ -82,13 +82,13 @@ def require_private_key() -> None:
         )
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` (mode 600) so that a failure never leaves a half-written file."""
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write `text` to `path` (plain settings: mode 600) so that a failure never leaves a half-written file."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
-        os.chmod(temporary, 0o600)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -111,7 +111,7 @@ def encrypt(root: Path, plain: Path, encrypted: Path) -> str:
     result = sops(root, "--encrypt", *DOTENV, str(plain), stdout=subprocess.PIPE)
     if result.returncode != 0:
         raise SecretsError(f"sops could not encrypt {plain}: {' '.join(result.stderr.split())}")
-    write_atomically(root / encrypted, result.stdout)
+    write_atomically(root / encrypted, result.stdout, 0o644)  # encrypted: readable like any committed file
     return f"encrypted {plain} -> {encrypted} (commit {encrypted}; never {plain})"
 
 
