@@ -276,7 +276,9 @@ class _Parser:
             raise self.error("a sequence cannot start after 'key:' on the same line", index)
         if not _starts_plain(text):
             raise self.error(
-                f"a value cannot start with {text[0]!r} (anchors, aliases, tags are not supported): quote it", index
+                f"a value cannot start with {text[0]!r}: anchors (&), aliases (*) and tags (!) are not supported; "
+                "write the value out (quote it if it is text)",
+                index,
             )
         return self.plain_block(index, column, parent)
 
