@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tools import pins
+from tools.template_repo import commit_all, init_repository
 
 TEMPLATE = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent  # sops, hadolint, zizmor, check-jsonschema, poetry, pre-commit live here
@@ -59,20 +60,6 @@ def run(
     return result
 
 
-def git_init(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    run("git", "init", "-q", "-b", "main", cwd=path)
-    run("git", "config", "user.email", "test@example.com", cwd=path)
-    run("git", "config", "user.name", "Test", cwd=path)
-    run("git", "config", "commit.gpgsign", "false", cwd=path)
-    return path
-
-
-def commit_all(path: Path, message: str = "commit") -> None:
-    run("git", "add", "-A", cwd=path)
-    run("git", "commit", "-q", "--allow-empty", "-m", message, cwd=path)
-
-
 def answers(key: AgeKey, **overrides: Any) -> dict[str, Any]:
     return {"app_name": APP, "age_public_key": key.public, **overrides}
 
@@ -86,7 +73,7 @@ def render(dst: Path, data: dict[str, Any], src: Path | str = TEMPLATE, **kwargs
 
 def new_monorepo(tmp: Path, data: dict[str, Any], **kwargs: Any) -> Path:
     """A git repository with one rendered app, committed (copier update needs a clean tree)."""
-    repo = git_init(tmp)
+    repo = init_repository(tmp)
     render(repo, data, **kwargs)
     commit_all(repo, f"Add {data['app_name']}")
     return repo

@@ -231,3 +231,52 @@ def test_container_stops_with_a_clear_message_when_secrets_cannot_load(container
     }[case]
     assert expected in result.stderr
     assert "Booting worker" not in result.stderr
+
+
+# ---- A start error says what is wrong and where, never what the file holds --------------------
+
+LEAK = "S3CRET-not-for-logs"
+
+
+def _encrypted(container: Container) -> str:
+    encrypt_settings(container.app, container.folder, f"API_KEY=key\nENDPOINT_SECRET={LEAK}\n")
+    return (container.folder / ".env.enc").read_text()
+
+
+# Each case: what the file holds, and what the start error must say (sops' own message quotes the file).
+START_ERRORS: dict[str, tuple[Any, list[str]]] = {
+    "plain-malformed-line": (  # the line sops echoes: "invalid dotenv input line: NOEQUALS ..."
+        lambda c: f"API_KEY=key\nNOEQUALS {LEAK}\n",
+        ["a line is not NAME=value", "lines not as sops writes them: 1, 2"],
+    ),
+    "plain-dotenv": (lambda c: f"# settings\nENDPOINT_SECRET={LEAK}\n", ["no sops metadata", "writes them: 1, 2"]),
+    "plain-utf-16": (lambda c: f"ENDPOINT_SECRET={LEAK}\n".encode("utf-16"), ["a line is not NAME=value", ": 1"]),
+    "plain-latin-1": (lambda c: f"ENDPOINT_SECRET={LEAK}\xe9\n".encode("latin-1"), ["no sops metadata", ": 1"]),
+    "json": (lambda c: f'{{"ENDPOINT_SECRET": "{LEAK}"}}', ["a line is not NAME=value", ": 1"]),
+    "value-in-clear-added": (
+        lambda c: _encrypted(c) + f"EXTRA={LEAK}\n",  # sops: "Input string <value> does not match ..."
+        ["a value or sops metadata is not encrypted", "lines not as sops writes them: 9"],
+    ),
+    "value-tampered": (
+        lambda c: re.sub(
+            r"^API_KEY=ENC\[AES256_GCM,data:[^,]*", "API_KEY=ENC[AES256_GCM,data:AAAA", _encrypted(c), flags=re.M
+        ),
+        ["a value was changed after encryption"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", START_ERRORS)
+def test_start_error_never_prints_the_file(container: Container, case: str) -> None:
+    make, expected = START_ERRORS[case]
+    content = make(container)
+    (container.folder / ".env.enc").write_bytes(content if isinstance(content, bytes) else content.encode())
+    env = container.environment(free_port(), SOPS_AGE_KEY=container.app.key.private)
+    result = run(*container.image.cmd, cwd=container.folder, check=False, **env)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert LEAK not in output
+    assert "start: cannot decrypt .env.enc with SOPS_AGE_KEY: " in result.stderr
+    for words in expected:
+        assert words in result.stderr, result.stderr
+    assert "Booting worker" not in output

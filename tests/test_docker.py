@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from .conftest import APP, PYTHONS, AgeKey, answers, render, require_tool, run
+from .test_secrets import NAMES
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -59,19 +60,15 @@ def test_local_dockerfile_says_it_is_local_only(monorepo: Path) -> None:
 @pytest.mark.parametrize(
     "ignore_file", ["Dockerfile.dockerignore", "Dockerfile.local.dockerignore", f"{APP}/.dockerignore"]
 )
-def test_build_context_never_carries_a_plain_env(monorepo: Path, ignore_file: str) -> None:
+def test_build_context_leaves_secrets_and_tests_out(monorepo: Path, ignore_file: str) -> None:
+    """The image gets what the app runs, never a plain env file, a key file or the tests (test_secrets' table)."""
     spec = pathspec.PathSpec.from_lines("gitignore", (monorepo / ignore_file).read_text().splitlines())
-    for path in [".env", ".env.dev", ".env.local", "sub/.env", ".venv/bin/python"]:
+    for folder in ["", f"{APP}/"]:  # the context root and the app's package
+        for name, kind in NAMES.items():
+            assert spec.match_file(folder + name) == (kind in ("plain", "key")), f"{folder}{name} ({kind})"
+    for path in [".venv/bin/python", "tests/test_webhook.py", "tests/conftest.py", f"{APP}/__pycache__/app.pyc"]:
         assert spec.match_file(path), f"{path} would reach the image"
-    for path in [
-        ".env.enc",
-        ".env.prod.enc",
-        ".env.example",
-        f"{APP}/__init__.py",
-        "pyproject.toml",
-        "poetry.lock",
-        "gunicorn.conf.py",
-    ]:
+    for path in [f"{APP}/__init__.py", f"{APP}/handler.py", "pyproject.toml", "poetry.lock", "gunicorn.conf.py"]:
         assert not spec.match_file(path), f"{path} must reach the image"
 
 

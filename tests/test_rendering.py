@@ -36,7 +36,8 @@ def rendered(copie_session: Any, age_key: AgeKey) -> dict[str, Path]:
 @pytest.mark.parametrize("case", MATRIX)
 def test_one_workflow_per_environment(rendered: dict[str, Path], case: str) -> None:
     workflows = sorted(p.name for p in (rendered[case] / ".github/workflows").iterdir())
-    expected = sorted([f"{APP}.{env}.deploy.yaml" for env in MATRIX[case]["environments"]] + ["ci.yaml"])
+    shared = ["apps.ci.yaml", "app.checks.yaml"]
+    expected = sorted([f"{APP}.{env}.deploy.yaml" for env in MATRIX[case]["environments"]] + shared)
     assert workflows == expected
 
 
@@ -88,15 +89,18 @@ def test_app_files_are_rendered_with_its_names(monorepo: Path) -> None:
         "Dockerfile.dockerignore",
         "Dockerfile.local.dockerignore",
         "README.md",
+        "APPS.md",
         "scripts/env_secrets.py",
         "scripts/check_secrets.py",
+        "scripts/check_app.py",
+        "scripts/doctor.py",
         "scripts/update_apps.py",
     ]:
         assert (monorepo / name).is_file(), name
     leftovers = [str(p) for p in monorepo.rglob("*") if "{{" in p.name or "{%" in p.name or p.suffix == ".jinja"]
     assert leftovers == []
     assert "joke_of_the_day:app" in (app / "README.md").read_text()
-    assert f"copier copy {TEMPLATE} ." in (monorepo / "README.md").read_text()  # the template's real source
+    assert f"copier copy {TEMPLATE} ." in (monorepo / "APPS.md").read_text()  # the template's real source
 
 
 def test_pyproject_passes_the_deploy_actions_checks(monorepo: Path) -> None:
@@ -151,7 +155,9 @@ def test_second_app_leaves_the_first_and_the_shared_files_byte_for_byte(tmp_path
 
 def test_shared_root_file_list_matches_the_template() -> None:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE))
-    listed = set(env.get_template("extensions/layout.jinja").module.shared_root_files().split())
+    layout = env.get_template("extensions/layout.jinja").module
+    listed = set(layout.shared_root_files().split()) | set(layout.team_root_files().split())
+    assert not set(layout.shared_root_files().split()) & set(layout.team_root_files().split())
     root = TEMPLATE / "template"
     actual = {
         "/" + str(p.relative_to(root)).removesuffix(".jinja") + ("/" if p.is_dir() else "")
@@ -168,7 +174,7 @@ def test_message_after_copy_is_filled_in(tmp_path: Path, age_key: AgeKey, capsys
     captured = capsys.readouterr()
     message = captured.out + captured.err
     assert "python scripts/env_secrets.py encrypt joke_of_the_day" in message
-    assert age_key.public in message
+    assert "python scripts/doctor.py" in message
     assert "joke_of_the_day.dev.deploy.yaml" in message
     assert "FQDN" in message
     assert "joke-of-the-day-dev" in message

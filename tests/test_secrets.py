@@ -1,16 +1,22 @@
 """Secrets end to end with the real tools: .sops.yaml rules, scripts/env_secrets.py, the guards
-(scripts/check_secrets.py, through real pre-commit too). The image side is in test_container.py."""
+(scripts/check_secrets.py, through real pre-commit and git commit too), the ignore files, and the
+README's own commands. The image side is in test_container.py."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from .conftest import APP, AgeKey, answers, commit_all, new_age_key, new_monorepo, require_tool, run
+from .conftest import APP, AgeKey, answers, commit_all, new_age_key, new_monorepo, require_tool, run, tool_env
 
 SETTINGS = 'API_KEY=sk-123\nENDPOINT_SECRET="with space # and hash"\n'
+LEAK = "S3CRET-do-not-print"  # a value that no message may ever show
 
 
 @pytest.fixture
@@ -25,11 +31,11 @@ def per_env_repo(tmp_path: Path, age_key: AgeKey) -> Path:
     )
 
 
-def secrets(repo: Path, *args: str, check: bool = True, **env: str):
+def secrets(repo: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
     return run("python3", "scripts/env_secrets.py", *args, cwd=repo, check=check, **env)
 
 
-def guard(repo: Path, *files: str):
+def guard(repo: Path, *files: str) -> subprocess.CompletedProcess[str]:
     return run("python3", "scripts/check_secrets.py", *files, cwd=repo, check=False)
 
 
@@ -42,6 +48,20 @@ def recipients(path: Path) -> set[str]:
     return {line.split("=", 1)[1] for line in path.read_text().splitlines() if "__map_recipient=" in line}
 
 
+def without_sops_keys(home: Path, **env: str) -> dict[str, str]:
+    """A user's environment with no SOPS_AGE_* variables and `home` as HOME: sops must use its key file."""
+    base = {k: v for k, v in tool_env(HOME=str(home), **env).items() if not k.startswith("SOPS_AGE_")}
+    return {k: v for k, v in base.items() if k != "XDG_CONFIG_HOME" or "XDG_CONFIG_HOME" in env}
+
+
+def sh_block(readme: Path, heading: str) -> list[str]:
+    """The lines of the first ```sh block after `heading` in a rendered README."""
+    text = readme.read_text()
+    section = text[text.index(heading) :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return [line for line in section[start : section.index("```", start)].splitlines() if line.strip()]
+
+
 # ---- .sops.yaml ---------------------------------------------------------------------------
 
 
@@ -52,6 +72,41 @@ def test_plain_sops_needs_no_key_flag(repo: Path, age_key: AgeKey, where: str) -
     (repo / APP / ".env.enc").write_text(sops_dotenv("--encrypt", path, cwd=cwd))
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
     assert guard(repo, f"{APP}/.env.enc").returncode == 0
+
+
+# ---- The README, followed literally --------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_environment", [False, True], ids=["one-file", "per-environment"])
+def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, per_environment: bool) -> None:
+    """new, fill ONE key in $EDITOR, encrypt, git add, git commit through the pre-commit hook."""
+    data = answers(age_key, per_environment_env_files=per_environment, environments=["dev", "prod"])
+    repo = new_monorepo(tmp_path / "repo", data)
+    readme = repo / "APPS.md"
+    assert "`pre-commit install` once per clone" in readme.read_text()
+    run(require_tool("pre-commit"), "install", cwd=repo)
+    editor = tmp_path / "fill-one-key"  # what a person does in $EDITOR: fill in the one key they have
+    editor.write_text(
+        f"#!/usr/bin/env python3\nimport pathlib, sys\np = pathlib.Path(sys.argv[1])\n"
+        f"p.write_text(p.read_text().replace('\\nAPI_KEY=\\n', '\\nAPI_KEY={LEAK}\\n'))\n"
+    )
+    editor.chmod(0o755)
+    env = "dev" if per_environment else ""
+    steps = sh_block(readme, '## From "I have a secret"')
+    assert len(steps) == 4
+    for step in steps:
+        command = step.replace("<app>", APP).replace(" [<env>]", f" {env}" * bool(env))
+        command = command.replace("[.<env>]", f".{env}" * bool(env))
+        result = run("bash", "-c", command, cwd=repo, check=False, EDITOR=str(editor))
+        assert result.returncode == 0, f"{step}\n{result.stdout}\n{result.stderr}"
+    assert "no secrets in clear text" in result.stdout + result.stderr, "the commit ran the pre-commit hook"
+    name = f".env.{env}.enc" if env else ".env.enc"
+    committed = run("git", "show", f"HEAD:{APP}/{name}", cwd=repo).stdout
+    assert LEAK not in committed
+    assert "\nENDPOINT_SECRET=\n" in committed, "an empty value stays empty (sops leaves it in clear)"
+    decrypted = sops_dotenv("--decrypt", repo / APP / name, SOPS_AGE_KEY=age_key.private)
+    assert f"\nAPI_KEY={LEAK}\n" in decrypted
+    assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
 
 
 # ---- scripts/env_secrets.py ---------------------------------------------------------------
@@ -121,13 +176,53 @@ def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKe
     )
 
 
-def test_decrypt_needs_the_private_key(repo: Path) -> None:
+@pytest.mark.parametrize("config", ["HOME", "XDG_CONFIG_HOME"])
+def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
+    repo: Path, age_key: AgeKey, tmp_path: Path, config: str
+) -> None:
+    """The README's key file (One-time setup) is where sops and env_secrets.py look, with no SOPS_AGE_*."""
+    readme = (repo / "APPS.md").read_text()
+    home = tmp_path / "home"
+    if config == "HOME":
+        [linux_path] = re.findall(r"age-keygen >> (~/\S+)\)", readme)  # the Linux default
+        key_file, env = home / linux_path.removeprefix("~/"), without_sops_keys(home)
+    else:
+        assert "`$XDG_CONFIG_HOME/sops/age/keys.txt`" in readme
+        key_file = tmp_path / "xdg" / "sops" / "age" / "keys.txt"
+        env = without_sops_keys(home, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(f"# public key: {age_key.public}\n{age_key.private}\n")  # as age-keygen writes it
     (repo / APP / ".env").write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     (repo / APP / ".env").unlink()
-    result = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY="", SOPS_AGE_KEY_FILE="")
+
+    def helper(*args: str) -> subprocess.CompletedProcess[str]:
+        command = ["python3", "scripts/env_secrets.py", *args]
+        return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=False)
+
+    decrypted = helper("decrypt", APP)
+    assert decrypted.returncode == 0, decrypted.stderr
+    assert (repo / APP / ".env").read_text() == SETTINGS
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\necho "EDITED=yes" >> "$1"\n')
+    editor.chmod(0o755)
+    env["EDITOR"] = str(editor)
+    edited = helper("edit", APP)
+    assert edited.returncode == 0, edited.stderr
+    assert "EDITED=yes" in sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+
+
+def test_decrypt_without_a_key_says_where_the_key_goes(repo: Path, tmp_path: Path) -> None:
+    (repo / APP / ".env").write_text(SETTINGS)
+    secrets(repo, "encrypt", APP)
+    (repo / APP / ".env").unlink()
+    env = without_sops_keys(tmp_path / "home")
+    result = subprocess.run(
+        ["python3", "scripts/env_secrets.py", "decrypt", APP], cwd=repo, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 1
-    assert "needs the private key" in result.stderr
+    assert "needs the repository's private age key" in result.stderr
+    assert f"put it in sops' key file {tmp_path / 'home/.config/sops/age/keys.txt'}" in result.stderr
     wrong = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=new_age_key().private)
     assert wrong.returncode == 1
     assert "could not decrypt" in wrong.stderr
@@ -149,11 +244,11 @@ def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
 # ---- scripts/check_secrets.py -------------------------------------------------------------
 
 
-def encrypted_for(repo: Path, *keys: AgeKey) -> str:
-    """SETTINGS encrypted by real sops for `keys`, outside the repository (no .sops.yaml rules)."""
+def encrypted_for(repo: Path, *keys: AgeKey, settings: str = SETTINGS) -> str:
+    """`settings` encrypted by real sops for `keys`, outside the repository (no .sops.yaml rules)."""
     scratch = repo.parent / "scratch"
     scratch.mkdir(exist_ok=True)
-    (scratch / "plain.env").write_text(SETTINGS)
+    (scratch / "plain.env").write_text(settings)
     return sops_dotenv("--encrypt", "--age", ",".join(k.public for k in keys), "plain.env", cwd=scratch)
 
 
@@ -161,16 +256,101 @@ def without(text: str, fragment: str) -> str:
     return "\n".join(line for line in text.splitlines() if fragment not in line) + "\n"
 
 
+def replaced(text: str, key: str, value: str) -> str:
+    return re.sub(rf"^{key}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
+
+
+def load_guard(repo: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_secrets", repo / "scripts" / "check_secrets.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metadata_keys(text: str) -> set[str]:
+    """The sops_ keys of a sops dotenv file, with each recipient's index as N."""
+    names = (line.split("=", 1)[0] for line in text.splitlines() if line.startswith("sops_"))
+    return {re.sub(r"(?<=__list_)\d+(?=__)", "N", name) for name in names}
+
+
+def test_guard_knows_exactly_the_metadata_sops_writes(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
+    """The guard's table of sops metadata is what the real sops writes: one key, two keys, empty, edited."""
+    (repo / APP / ".env").write_text(SETTINGS)
+    secrets(repo, "encrypt", APP)
+    through_helper = (repo / APP / ".env.enc").read_text()
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\necho "MORE=1" >> "$1"\n')
+    editor.chmod(0o755)
+    secrets(repo, "edit", APP, SOPS_AGE_KEY=age_key.private, EDITOR=str(editor))
+    edited = (repo / APP / ".env.enc").read_text()
+    two_keys = encrypted_for(repo, age_key, new_age_key())
+    empty = encrypted_for(repo, age_key, settings="")
+    written = set().union(*(metadata_keys(text) for text in [through_helper, edited, two_keys, empty]))
+    assert written == set(load_guard(repo).SOPS_METADATA)
+    for name, text in {".env.enc": through_helper, ".env.dev.enc": edited, ".env.qa.enc": empty}.items():
+        (repo / APP / name).write_text(text)
+        assert guard(repo, f"{APP}/{name}").returncode == 0, text
+
+
+AGE_KEY_TEXT = "# created: 2026-01-01T00:00:00Z\n{private}\n"
 CONFLICT = "a: 1\n<<<<<<< before updating\nb: 2\n=======\nb: 3\n>>>>>>> after updating\n"
-CASES: dict[str, tuple[str, Callable[[Path, AgeKey], str], str]] = {
-    "plain-env": (f"{APP}/.env", lambda r, k: SETTINGS, "plain env file"),
-    "plain-env-per-environment": (f"{APP}/.env.prod", lambda r, k: SETTINGS, "plain env file"),
-    "enc-never-encrypted": (f"{APP}/.env.enc", lambda r, k: SETTINGS, "API_KEY is in clear text"),
+Make = Callable[[Path, AgeKey], "str | bytes"]
+CASES: dict[str, tuple[str, Make, str]] = {
+    "plain-env": (f"{APP}/.env", lambda r, k: SETTINGS, "env file in clear text: never commit it"),
+    "plain-env-per-environment": (f"{APP}/.env.prod", lambda r, k: SETTINGS, "env file in clear text"),
+    "plain-envrc": (f"{APP}/.envrc", lambda r, k: f"export API_KEY={LEAK}\n", "env file in clear text"),
+    "plain-upper-case": (f"{APP}/.ENV", lambda r, k: SETTINGS, "env file in clear text"),
+    "plain-prod-env": (f"{APP}/prod.env", lambda r, k: SETTINGS, "env file in clear text"),
+    "plain-secrets-env": ("secrets.env", lambda r, k: SETTINGS, "env file in clear text"),
+    "plain-inside-env-folder": (f"{APP}/.envs/.production/django", lambda r, k: SETTINGS, "env file in clear text"),
+    "enc-never-encrypted": (f"{APP}/.env.enc", lambda r, k: SETTINGS, "line 1: API_KEY is in clear text"),
+    "enc-never-encrypted-metadata": (f"{APP}/.env.enc", lambda r, k: SETTINGS, "no sops metadata"),
+    "enc-mixed-case-name": (f"{APP}/.env.Prod.enc", lambda r, k: SETTINGS, "API_KEY is in clear text"),
+    "enc-two-dots-name": (f"{APP}/.env.a.b.enc", lambda r, k: SETTINGS, "API_KEY is in clear text"),
+    "enc-utf-16": (f"{APP}/.env.enc", lambda r, k: f"API_KEY={LEAK}\n".encode("utf-16"), "not UTF-8 text"),
+    "enc-latin-1": (
+        f"{APP}/.env.enc",
+        lambda r, k: f"A=1\nAPI_KEY={LEAK}\xe9\n".encode("latin-1"),
+        "line 2: not UTF-8",
+    ),
     "enc-one-value-in-clear": (
         f"{APP}/.env.enc",
-        lambda r, k: encrypted_for(r, k) + "EXTRA=oops\n",
+        lambda r, k: encrypted_for(r, k) + f"EXTRA={LEAK}\n",
         "EXTRA is in clear text",
     ),
+    "enc-unencrypted-suffix": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, k, settings=f"TOKEN_unencrypted={LEAK}\n"),  # sops leaves it clear
+        "TOKEN_unencrypted is in clear text",
+    ),
+    "enc-sops-prefixed-setting": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, k) + f"sops_token={LEAK}\n",
+        "sops_token is not sops metadata",
+    ),
+    "enc-metadata-holds-text": (
+        f"{APP}/.env.enc",
+        lambda r, k: replaced(encrypted_for(r, k), "sops_lastmodified", LEAK),
+        "sops_lastmodified is not what sops writes there",
+    ),
+    "enc-metadata-twice": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, k) + f"sops_version={LEAK}\n",
+        "sops_version is not what sops writes there",
+    ),
+    "enc-comment-in-clear": (
+        f"{APP}/.env.enc",
+        lambda r, k: f"# {LEAK}\n" + encrypted_for(r, k),
+        "line 1: comment in clear text",
+    ),
+    "enc-comment-looks-encrypted": (
+        f"{APP}/.env.enc",
+        lambda r, k: f"#ENC[ {LEAK} ]\n" + encrypted_for(r, k),
+        "line 1: comment in clear text",
+    ),
+    "enc-not-name-value": (f"{APP}/.env.enc", lambda r, k: f"NOEQUALS {LEAK}\n", "line 1: not NAME=value"),
     "enc-no-mac": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "sops_mac"), "no sops_mac"),
     "enc-no-recipient": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "recipient"), "no age recipient"),
     "enc-binary-json": (f"{APP}/.env.dev.enc", lambda r, k: '{\n "data": "ENC[...]"\n}\n', "sops wrote JSON"),
@@ -180,25 +360,62 @@ CASES: dict[str, tuple[str, Callable[[Path, AgeKey], str], str]] = {
         lambda r, k: encrypted_for(r, k, new_age_key()),
         "other recipients: age1",
     ),
+    "key-in-key-file": (
+        "key.txt",
+        lambda r, k: AGE_KEY_TEXT.format(private=k.private),
+        "line 2: holds an age private key",
+    ),
+    "key-inside-other-text": (
+        "docs/setup.md",
+        lambda r, k: f"# Setup\n\nOur key is {k.private} (do not share).\n",
+        "line 3: holds an age private key",
+    ),
+    "key-lower-case": ("notes", lambda r, k: f"x {k.private.lower()}\n", "line 1: holds an age private key"),
+    "key-in-utf-16-text": (
+        f"{APP}/settings.txt",
+        lambda r, k: AGE_KEY_TEXT.format(private=k.private).encode("utf-16"),
+        "holds an age private key",
+    ),
+    "key-as-a-setting": (
+        f"{APP}/.env.example",
+        lambda r, k: f"AGE_KEY={k.private}\n",
+        "line 1: holds an age private key",
+    ),
     "conflict-markers": (".github/workflows/x.yaml", lambda r, k: CONFLICT, "merge-conflict markers on lines 2, 6"),
 }
+WHAT_TO_DO = ("re-encrypt it: python scripts/env_secrets.py encrypt", "never commit it", "resolve them")
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_guard_refuses_bad_files(repo: Path, age_key: AgeKey, case: str) -> None:
     path, make, message = CASES[case]
     (repo / path).parent.mkdir(parents=True, exist_ok=True)
-    (repo / path).write_text(make(repo, age_key))
+    content = make(repo, age_key)
+    (repo / path).write_bytes(content if isinstance(content, bytes) else content.encode())
     result = guard(repo, path)
     assert result.returncode == 1
     problems = [line for line in result.stderr.splitlines() if line.startswith(f"{path}: ")]
     assert any(message in line for line in problems), result.stderr
+    assert all(any(fix in line for fix in WHAT_TO_DO) for line in problems), "each line says what to do"
+    assert result.stderr.splitlines()[-1].startswith("check_secrets: "), "nothing else is printed"
+    assert len(result.stderr.splitlines()) == len(problems) + 1
+    for secret in (LEAK, age_key.private, age_key.private.lower(), "sk-123"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_guard_names_the_command_for_the_file(per_env_repo: Path) -> None:
+    (per_env_repo / APP / ".env.prod.enc").write_text(SETTINGS)
+    result = guard(per_env_repo, f"{APP}/.env.prod.enc")
+    assert f"re-encrypt it: python scripts/env_secrets.py encrypt {APP} prod" in result.stderr
 
 
 def test_guard_accepts_good_files(repo: Path, age_key: AgeKey) -> None:
     (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key))
     (repo / APP / ".env.dev.enc").write_text("")  # empty: no secrets yet
-    assert guard(repo, f"{APP}/.env.enc", f"{APP}/.env.dev.enc", f"{APP}/.env.example", "README.md").returncode == 0
+    (repo / APP / ".env.qa.enc").write_text(encrypted_for(repo, age_key, settings="# comment\nA=\nB=\n"))
+    (repo / "logo.png").write_bytes(bytes(range(256)) * 4)  # binary, not text: nothing to check
+    files = [f"{APP}/.env.enc", f"{APP}/.env.dev.enc", f"{APP}/.env.qa.enc", f"{APP}/.env.example", "README.md"]
+    assert guard(repo, *files, "logo.png").returncode == 0
     commit_all(repo)
     result = run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False)
     assert result.returncode == 0, result.stderr
@@ -210,9 +427,97 @@ def test_pre_commit_runs_the_guards(repo: Path, age_key: AgeKey) -> None:
     run("git", "add", "-f", f"{APP}/.env", cwd=repo)
     refused = run(pre_commit, "run", cwd=repo, check=False)
     assert refused.returncode == 1
-    assert "plain env file" in refused.stdout + refused.stderr
+    assert "env file in clear text" in refused.stdout + refused.stderr
     run("git", "rm", "-q", "--cached", f"{APP}/.env", cwd=repo)
+    (repo / "age.txt").write_text(AGE_KEY_TEXT.format(private=age_key.private))
+    run("git", "add", "age.txt", cwd=repo)
+    refused = run(pre_commit, "run", cwd=repo, check=False)
+    assert refused.returncode == 1
+    assert "age.txt: line 2: holds an age private key" in refused.stdout + refused.stderr
+    run("git", "rm", "-q", "--cached", "age.txt", cwd=repo)
     run("python3", "scripts/env_secrets.py", "encrypt", APP, cwd=repo)
     run("git", "add", f"{APP}/.env.enc", cwd=repo)
     accepted = run(pre_commit, "run", cwd=repo, check=False)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+# ---- One table of names: the guard, git and the images -------------------------------------
+# What each of them must do with a file of that name in an app folder:
+#   plain: an env file in clear text. The guard refuses it, git ignores it, no image gets it.
+#   sops:  an encrypted env file. The guard checks its content; git and the images keep it.
+#   key:   a usual name for a private age key file. Git and the images leave it out; the guard goes
+#          by content (any file holding a key is refused), so it does not mind the name.
+#   other: nobody minds it.
+# tests/test_docker.py checks the .dockerignore files against the same table.
+NAMES: dict[str, str] = {
+    ".env": "plain",
+    ".ENV": "plain",
+    ".Env": "plain",
+    ".env.dev": "plain",
+    ".env.local": "plain",
+    ".env.prod.bak": "plain",
+    ".env.enc.orig": "plain",
+    ".env~": "plain",
+    ".envrc": "plain",
+    "prod.env": "plain",
+    "secrets.env": "plain",
+    "PROD.ENV": "plain",
+    "app.env.local": "plain",
+    ".env.sample": "plain",
+    ".envs/.production/django": "plain",
+    ".env.enc": "sops",
+    ".env.dev.enc": "sops",
+    ".env.Prod.enc": "sops",
+    ".env.a.b.enc": "sops",
+    ".ENV.ENC": "sops",
+    "prod.env.enc": "sops",
+    "key.txt": "key",
+    "keys.txt": "key",
+    "KEY.TXT": "key",
+    "age.agekey": "key",
+    "age.key": "key",
+    "age-key.txt": "key",
+    ".env.example": "other",
+    "settings.py": "other",
+    "environment.yml": "other",
+    "env/config.py": "other",
+    "dotenv_loader.py": "other",
+    "monkey.txt": "other",
+    ".flaskenv": "other",  # Flask's committed settings (FLASK_APP=...), common in hand-made apps
+}
+
+
+def test_guard_follows_the_table_of_names(repo: Path, age_key: AgeKey) -> None:
+    good = encrypted_for(repo, age_key)
+    for name, kind in NAMES.items():
+        (repo / APP / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / APP / name).write_text(good if kind == "sops" else "A=\n")
+    result = guard(repo, *(f"{APP}/{name}" for name in NAMES))
+    refused = {line.split(": ", 1)[0].removeprefix(f"{APP}/") for line in result.stderr.splitlines()[:-1]}
+    assert refused == {name for name, kind in NAMES.items() if kind == "plain"}, result.stderr
+    for name in (name for name, kind in NAMES.items() if kind == "sops"):  # their content is checked
+        (repo / APP / name).write_text(SETTINGS)
+    result = guard(repo, *(f"{APP}/{name}" for name, kind in NAMES.items() if kind == "sops"))
+    clear = {line.split(": ", 1)[0] for line in result.stderr.splitlines() if "API_KEY is in clear text" in line}
+    assert clear == {f"{APP}/{name}" for name, kind in NAMES.items() if kind == "sops"}
+
+
+def ignored_by_git(repo: Path, paths: list[str]) -> set[str]:
+    command = ["git", "check-ignore", "--stdin"]
+    result = subprocess.run(command, cwd=repo, env=tool_env(), input="\n".join(paths), capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr
+    return set(result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("root_gitignore", ["generated", "the repository's own"])
+def test_git_ignores_plain_env_and_key_files_by_the_table(repo: Path, root_gitignore: str) -> None:
+    """Each app's own .gitignore holds the rules, so an existing root .gitignore cannot weaken them."""
+    if root_gitignore != "generated":
+        (repo / ".gitignore").write_text("node_modules/\n")  # a team that kept its own
+    for folder in [APP, f"{APP}/{APP}"]:
+        paths = [f"{folder}/{name}" for name in NAMES]
+        expected = {f"{folder}/{name}" for name, kind in NAMES.items() if kind in ("plain", "key")}
+        assert ignored_by_git(repo, paths) == expected
+    if root_gitignore == "generated":  # and at the root, outside any app
+        expected = {name for name, kind in NAMES.items() if kind in ("plain", "key")}
+        assert ignored_by_git(repo, list(NAMES)) == expected

@@ -4,16 +4,29 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import copier
 import pytest
 import yaml
 
-from tools import pins
+from tools import pins, release
 from tools.template_repo import TemplateRepo, configure, put_working_tree
 
-from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, new_monorepo, require_tool, run
+from .conftest import (
+    APP,
+    TEMPLATE,
+    VENV_BIN,
+    AgeKey,
+    answers,
+    commit_all,
+    files_of,
+    new_monorepo,
+    render,
+    require_tool,
+    run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -169,34 +182,64 @@ def test_renaming_an_app_on_update_is_refused(tmp_path: Path, template: Template
     assert files_of(repo) == before
 
 
-def earlier_releases() -> list[str]:
-    return [tag for tag in run("git", "tag", "--list", "v*", cwd=TEMPLATE).stdout.split() if tag]
+def earlier_releases() -> list[tuple[str, str]]:
+    """(version, git ref) of every release before the one the CHANGELOG's newest entry announces:
+    its tag, or, for a release that was never tagged, the commit its entry names."""
+    tagged = set(run("git", "tag", "--list", "v*", cwd=TEMPLATE).stdout.split())
+    found = []
+    for entry in release.entries((TEMPLATE / "CHANGELOG.md").read_text())[1:]:
+        if entry.tag in tagged:
+            found.append((entry.tag, entry.tag))
+        elif (
+            entry.commit
+            and run("git", "cat-file", "-e", f"{entry.commit}^{{commit}}", cwd=TEMPLATE, check=False).returncode == 0
+        ):
+            found.append((entry.tag, entry.commit))
+    return found
 
 
-def test_answers_of_every_earlier_release_update_to_this_one(tmp_path: Path, age_key: AgeKey) -> None:
-    """Every release tag of this repository, and a synthetic older release, updated to the working tree."""
+def tree(root: Path) -> dict[str, bytes]:
+    return {name: content for name, content in files_of(root).items()}
+
+
+def test_updating_an_untouched_monorepo_gives_exactly_a_fresh_copy(tmp_path: Path, age_key: AgeKey) -> None:
+    """From every earlier release (and a synthetic older one) to this one: the updated tree equals,
+    file for file, what `copier copy` of this release renders with the same answers."""
     history = TemplateRepo(tmp_path / "history")
     run("git", "clone", "-q", TEMPLATE, history.path)
     configure(history.path)
-    # A synthetic older release: another action pin, no sops checksum step, fewer Python choices.
+    # A synthetic older release: another action pin, fewer Python choices, another Dockerfile comment.
     run("git", "rm", "-rq", "--ignore-unmatch", ".", cwd=history.path)
     put_working_tree(history.path)
     history.edit(VERSIONS, CURRENT_SHA, NEW_SHA)
-    newest = pins.pythons()[-1]  # fewer Python choices
+    newest = pins.pythons()[-1]
     history.edit(VERSIONS, f'  "{newest}": "{pins.versions().BASE_IMAGES[newest]}",\n', "")
     history.edit("template/Dockerfile.jinja", "# sops, checked against", "# sops, downloaded; checked against")
-    tags = [*earlier_releases(), history.release("v0.0.1")]
+    releases = [*earlier_releases(), ("v0.0.1-synthetic", history.release("v0.0.1"))]
     run("git", "rm", "-rq", ".", cwd=history.path)
     put_working_tree(history.path)
     current = history.release("v999.0.0")
-    for tag in tags:
-        repo = new_monorepo(
-            tmp_path / f"from-{tag}", answers(age_key, environments=["dev", "prod"]), src=history.path, vcs_ref=tag
-        )
-        update(repo, vcs_ref=current)
-        assert conflicted(repo) == [], f"updating from {tag} conflicts"
-        assert yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["_commit"] == current
-        assert CURRENT_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
+
+    for version, ref in releases:
+        data = answers(age_key, environments=["dev", "prod"], per_environment_env_files=True)
+        updated = new_monorepo(tmp_path / f"from-{version}", data, src=history.path, vcs_ref=ref)
+        old = tree(updated)
+        update(updated, vcs_ref=current)
+        assert conflicted(updated) == [], f"updating from {version} conflicts"
+        recorded = yaml.safe_load((updated / APP / ".copier-answers.yml").read_text())
+        assert recorded["_commit"] == current
+        fresh = tmp_path / f"fresh-for-{version}"
+        render(fresh, {k: v for k, v in recorded.items() if not k.startswith("_")}, src=history.path, vcs_ref=current)
+
+        got, want = tree(updated), tree(fresh)
+        if release.Version(version.lstrip("v").split("-")[0]) < release.Version("0.2.0") and "synthetic" not in version:
+            # Since 0.2.0 the root README.md and .gitignore are the team's: an update keeps them as they were.
+            for name in ["README.md", ".gitignore"]:
+                assert got.pop(name) == old[name], f"{version}: the update changed the team's {name}"
+                want.pop(name)
+        assert sorted(got) == sorted(want), f"{version}: files differ"
+        differing = [name for name in got if got[name] != want[name]]
+        assert differing == [], f"{version}: content differs in {differing}"
 
 
 def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
@@ -207,10 +250,23 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     copier_cli = str(VENV_BIN / "copier")
     v2 = release_v2(template)
 
-    result = run("python3", "scripts/update_apps.py", "--vcs-ref", v2, cwd=repo, check=False, COPIER=copier_cli)
+    result = run(
+        "python3",
+        "scripts/update_apps.py",
+        "--no-app-checks",
+        "--vcs-ref",
+        v2,
+        cwd=repo,
+        check=False,
+        COPIER=copier_cli,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
+    for checked in ["check_secrets.py --all", "doctor.py"]:
+        assert f"== {APP}: scripts/{checked}" in result.stdout
     log = run("git", "log", "--format=%s", cwd=repo).stdout.splitlines()
     assert log[:2] == ["Update second_app from sdk-deploy-template", f"Update {APP} from sdk-deploy-template"]
+    body = run("git", "log", "-1", "--format=%b", cwd=repo).stdout
+    assert "App checks (scripts/check_app.py) were not run (--no-app-checks)." in body
     assert run("git", "status", "--porcelain", cwd=repo).stdout == ""
     for app in [APP, "second_app"]:
         assert NEW_SHA in (repo / f".github/workflows/{app}.prod.deploy.yaml").read_text()
@@ -220,7 +276,16 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     commit_all(repo, "a colliding edit")
     template.edit("template/Dockerfile.jinja", "EXPOSE 8080", "EXPOSE 8080/tcp")
     v3 = template.release("v3.0.0")
-    stopped = run("python3", "scripts/update_apps.py", "--vcs-ref", v3, cwd=repo, check=False, COPIER=copier_cli)
+    stopped = run(
+        "python3",
+        "scripts/update_apps.py",
+        "--no-app-checks",
+        "--vcs-ref",
+        v3,
+        cwd=repo,
+        check=False,
+        COPIER=copier_cli,
+    )
     assert stopped.returncode == 1
     assert f"{APP} needs attention: conflicts in Dockerfile" in stopped.stderr
     assert "second_app" not in stopped.stdout.split(f"== {APP}")[-1], "must stop at the first conflicting app"
@@ -232,3 +297,56 @@ def test_update_apps_refuses_a_dirty_tree(tmp_path: Path, template: TemplateRepo
     result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, COPIER=str(VENV_BIN / "copier"))
     assert result.returncode == 2
     assert "uncommitted changes" in result.stderr
+
+
+def test_update_apps_runs_the_app_checks_and_commits_nothing_red(
+    tmp_path: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The checks it tells users to run, run before it commits: a failing app check leaves the update uncommitted."""
+    repo = copy_at(tmp_path / "repo", template, answers(age_key, python_version="3.11"))
+    append(repo / APP / APP / "handler.py", "\n\nimport os  # unused: ruff refuses it\n")
+    commit_all(repo, "a lint error the team has not noticed")
+    head = run("git", "rev-parse", "HEAD", cwd=repo).stdout
+    result = run("python3", "scripts/update_apps.py", "--vcs-ref", release_v2(template), cwd=repo, check=False,
+                 COPIER=str(VENV_BIN / "copier"))  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{APP} was updated but its checks fail: python scripts/check_app.py {APP}" in result.stderr
+    assert "The update is left uncommitted" in result.stderr
+    assert run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
+    assert NEW_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()  # there to review
+
+
+@pytest.mark.parametrize("case", ["no-copier", "no-git-repository"])
+def test_update_apps_explains_a_missing_tool_or_repository(tmp_path: Path, age_key: AgeKey, case: str) -> None:
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    if case == "no-git-repository":
+        shutil.rmtree(repo / ".git")
+    environment = {"COPIER": "copier-that-is-not-installed"} if case == "no-copier" else {}
+    result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, **environment)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    expected = {
+        "no-copier": "'copier-that-is-not-installed' not found: install copier",
+        "no-git-repository": "not inside a git repository",
+    }[case]
+    assert expected in result.stderr
+
+
+def test_copier_update_prints_no_missing_file_warning(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+    """copier's scratch renders of the old and new release do not read the monorepo's files."""
+    repo = copy_at(tmp_path / "repo", template, answers(age_key))
+    result = run(VENV_BIN / "copier", "update", "--defaults", "-a", f"{APP}/.copier-answers.yml",
+                 "--vcs-ref", release_v2(template), cwd=repo)  # fmt: skip
+    assert "MissingFileWarning" not in result.stderr, result.stderr
+    assert NEW_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()
+
+
+def test_copier_yml_is_clean_under_yamllint() -> None:
+    """Duplicate keys (YAML keeps the last one silently) and the like."""
+    run(
+        VENV_BIN / "yamllint",
+        "-d",
+        "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}",
+        "--strict",
+        TEMPLATE / "copier.yml",
+    )

@@ -20,6 +20,19 @@ def configure(path: Path) -> None:
         git("config", key, value, cwd=path)
 
 
+def init_repository(path: Path) -> Path:
+    """A new git repository at `path` (branch main) with a committer identity of its own."""
+    path.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "-b", "main", cwd=path)
+    configure(path)
+    return path
+
+
+def commit_all(path: Path, message: str = "commit") -> None:
+    git("add", "-A", cwd=path)
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=path)
+
+
 def working_tree_files(root: Path = ROOT) -> list[str]:
     """Tracked and untracked, not ignored: what the next commit of `root` would hold."""
     listed = git("ls-files", "-co", "--exclude-standard", "-z", cwd=root)
@@ -40,12 +53,13 @@ class TemplateRepo:
         self.path = path
 
     @classmethod
+    def init(cls, path: Path) -> TemplateRepo:
+        return cls(init_repository(path))
+
+    @classmethod
     def from_working_tree(cls, path: Path, tag: str = "v1.0.0") -> TemplateRepo:
-        path.mkdir(parents=True)
-        git("init", "-q", "-b", "main", cwd=path)
-        configure(path)
+        repo = cls.init(path)
         put_working_tree(path)
-        repo = cls(path)
         repo.release(tag)
         return repo
 
@@ -56,8 +70,10 @@ class TemplateRepo:
             raise AssertionError(f"{relpath} no longer contains {old!r}: update the caller")
         file.write_text(text.replace(old, new, 1))
 
+    def commit(self, message: str) -> None:
+        commit_all(self.path, message)
+
     def release(self, tag: str) -> str:
-        git("add", "-A", cwd=self.path)
-        git("commit", "-q", "--allow-empty", "-m", f"release {tag}", cwd=self.path)
+        self.commit(f"release {tag}")
         git("tag", tag, cwd=self.path)
         return tag

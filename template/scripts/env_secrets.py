@@ -6,8 +6,11 @@
     python scripts/env_secrets.py edit    APP [ENV]   # edit APP/.env[.ENV].enc in $EDITOR, encrypted again on save
 
 ENV is required for apps with one file per environment (template answer per_environment_env_files)
-and refused for the others. Decrypting and editing need the private key, in SOPS_AGE_KEY or in
-SOPS_AGE_KEY_FILE. Run from the repository root. Standard library and the sops binary only.
+and refused for the others. Decrypting and editing need the repository's private age key where sops
+looks for it: its key file ($XDG_CONFIG_HOME/sops/age/keys.txt; without XDG_CONFIG_HOME,
+~/.config/sops/age/keys.txt on Linux, ~/Library/Application Support/sops/age/keys.txt on macOS,
+%AppData%\\sops\\age\\keys.txt on Windows), or SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, SOPS_AGE_KEY_CMD.
+Run from the repository root. Standard library and the sops binary only.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ def sops(root: Path, *args: str, stdout: int | None = None) -> subprocess.Comple
     if binary is None:
         raise SecretsError("sops is not installed: get it from https://github.com/getsops/sops/releases")
     return subprocess.run([binary, *args], cwd=root, text=True, stdout=stdout, stderr=subprocess.PIPE, check=False)
+
+
+def default_key_file() -> Path | None:
+    """sops' default age key file, found as sops finds it (None where sops could not find one either)."""
+    if sys.platform == "win32":
+        base = os.environ.get("APPDATA", "")
+    elif os.environ.get("XDG_CONFIG_HOME"):
+        base = os.environ["XDG_CONFIG_HOME"]
+    elif os.environ.get("HOME"):
+        folder = "Library/Application Support" if sys.platform == "darwin" else ".config"
+        base = os.path.join(os.environ["HOME"], folder)
+    else:
+        return None
+    return Path(base, "sops", "age", "keys.txt") if os.path.isabs(base) else None
+
+
+def require_private_key() -> None:
+    """Refuse early, saying where the key goes, when sops would find no private key at all."""
+    if any(os.environ.get(name) for name in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD")):
+        return
+    key_file = default_key_file()
+    if key_file is None or not key_file.is_file():
+        where = f"put it in sops' key file {key_file}" if key_file else "set SOPS_AGE_KEY_FILE to the key's file"
+        raise SecretsError(
+            f"this needs the repository's private age key (AGE-SECRET-KEY-1..., from your password manager): "
+            f"{where}, or set SOPS_AGE_KEY_FILE or SOPS_AGE_KEY"
+        )
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -96,6 +126,7 @@ def decrypt(root: Path, plain: Path, encrypted: Path) -> str:
 def edit(root: Path, _: Path, encrypted: Path) -> str:
     if (root / encrypted).stat().st_size == 0:
         raise SecretsError(f"{encrypted} is empty (no secrets yet): use new, then encrypt")
+    require_private_key()
     result = sops(root, *DOTENV, str(encrypted))
     if result.returncode not in (0, 200):  # 200: saved without changes
         raise SecretsError(f"sops could not edit {encrypted}: {' '.join(result.stderr.split())}")
@@ -107,8 +138,7 @@ def _decrypted(root: Path, encrypted: Path) -> str:
         raise SecretsError(f"{encrypted} not found")
     if (root / encrypted).stat().st_size == 0:
         return ""
-    if not (os.environ.get("SOPS_AGE_KEY") or os.environ.get("SOPS_AGE_KEY_FILE")):
-        raise SecretsError("decrypting needs the private key: set SOPS_AGE_KEY or SOPS_AGE_KEY_FILE")
+    require_private_key()
     result = sops(root, "--decrypt", *DOTENV, str(encrypted), stdout=subprocess.PIPE)
     if result.returncode != 0:
         raise SecretsError(f"sops could not decrypt {encrypted}: {' '.join(result.stderr.split())}")
