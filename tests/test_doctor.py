@@ -29,7 +29,7 @@ from .conftest import APP, TEMPLATE, AgeKey, answers, commit_all, new_age_key, n
 
 SECOND = "second_app"  # environments dev and qa, one env file per environment
 WORKFLOWS = Path(".github/workflows")
-ADOPT = 'README.md, section "Adopt an existing app"'
+ADOPT = 'APPS.md, section "Adopt an existing app"'
 
 
 @pytest.fixture(scope="module")
@@ -323,12 +323,12 @@ def test_job_in_another_github_environment_than_it_deploys_to(repo: Path) -> Non
     )
 
 
-def test_location_in_the_workflow_but_not_in_the_answers(repo: Path) -> None:
-    edit(workflow(repo), r"^( *)module: (.*)$", r"\1module: \2\n\1location: westeurope", regex=True)
+def test_workflow_in_another_region_than_the_answers(repo: Path) -> None:
+    edit(workflow(repo), "location: switzerlandnorth", "location: westeurope")
     commit_all(repo)
     doctor(repo).finds(
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
-        "location is 'westeurope' but",
+        f"location is 'westeurope' but {APP}/.copier-answers.yml renders 'switzerlandnorth'",
         'set location: "switzerlandnorth"',
     )
 

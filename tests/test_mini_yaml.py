@@ -74,7 +74,7 @@ def base_load(text: str) -> Any:
 
 def test_every_rendered_yaml_file_reads_as_pyyaml_reads_it(rendered: list[Path], mini_yaml: ModuleType) -> None:
     names = {p.name for p in rendered}
-    assert {".copier-answers.yml", "ci.yaml", "docker-compose.yaml", ".sops.yaml", ".sdk-deploy.yml"} <= names
+    assert {".copier-answers.yml", "apps.ci.yaml", "app.checks.yaml", "docker-compose.yaml", ".sops.yaml"} <= names
     assert len([p for p in rendered if p.name.endswith(".deploy.yaml")]) == 2 + 1 + 3 + 1
     for path in rendered:
         text = path.read_text()
