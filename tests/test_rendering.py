@@ -1,5 +1,9 @@
 """What one copy renders: the file layout for every answer combination, two apps side by side,
-the answers files, and the shared root files. Runs without --trust, like a user's copy."""
+the answers files, and the shared root files.
+
+The answer matrix goes through pytest-copie, which is made for exactly that, but always passes
+unsafe=True; every other render in these tests goes through copier's API without trust (conftest
+`render`), and test_copy_needs_no_trust_and_template_declares_nothing_unsafe proves none is needed."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ MATRIX = {
 
 @pytest.fixture(scope="module")
 def rendered(copie_session: Any, age_key: AgeKey) -> dict[str, Path]:
-    """The render matrix, through pytest-copie."""
+    """The render matrix, through pytest-copie (trust does not matter for the file layout)."""
     out = {}
     for name, extra in MATRIX.items():
         result = copie_session.copy(extra_answers=answers(age_key, **extra))

@@ -23,8 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from check_secrets import conflict_lines  # a sibling: scripts/ is on sys.path when run as a script
+
 ANSWERS = ".copier-answers.yml"
-CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
 
 
 class UpdateError(Exception):
@@ -76,10 +77,10 @@ def conflicted(files: list[str]) -> list[str]:
             found.append(name)
             continue
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
             continue
-        if any(line.startswith(CONFLICT_MARKERS) for line in lines):
+        if conflict_lines(data):
             found.append(name)
     return found
 

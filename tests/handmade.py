@@ -1,0 +1,210 @@
+"""A monorepo made by hand from the predecessor's guide (../shared/reference/platform.md section 9),
+written here from that description: two Flask apps, one with an extra dependency, their Poetry
+projects, encrypted settings, deploy workflows, and the root Dockerfile that ran them all.
+
+The apps are locked with Poetry like the real ones. One difference for this machine only: their
+pyproject.toml names PyPI's simple index as a source, because Poetry's default PyPI source does not
+work here (its JSON API is unreachable); on a normal machine the apps would not need it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.template_repo import commit_all, init_repository
+
+from .conftest import AgeKey, run
+
+# The predecessor's shared image: Python 3.11, Poetry in the image, sops at build time, an entrypoint
+# that decrypts into /code/.env, then gunicorn 2 x 4 gthread on $MODULE:$APP_NAME.
+DOCKERFILE = """\
+FROM python:3.11-slim
+ARG MODULE
+ARG APP_NAME=app
+ARG ENCRYPTED_ENV_FILE=.env.enc
+ARG POETRY_VERSION=1.7.1
+ARG SOPS_VERSION=3.8.1
+ENV MODULE=${MODULE} APP_NAME=${APP_NAME} ENCRYPTED_ENV_FILE=${ENCRYPTED_ENV_FILE}
+RUN pip install "poetry==${POETRY_VERSION}"
+ARG SOPS_URL=https://github.com/getsops/sops/releases/download
+ADD ${SOPS_URL}/v${SOPS_VERSION}/sops-v${SOPS_VERSION}.linux.amd64 /usr/local/bin/sops
+RUN chmod +x /usr/local/bin/sops
+WORKDIR /code
+COPY . .
+RUN poetry install --only=main
+RUN printf '#!/bin/sh\\nsops --decrypt --input-type=dotenv --output-type=dotenv "$ENCRYPTED_ENV_FILE" > /code/.env\\n\
+exec poetry run gunicorn --workers=2 --threads=4 --worker-class=gthread -b 0.0.0.0:8080 "$MODULE:$APP_NAME"\\n' \\
+    > /entrypoint.sh && chmod +x /entrypoint.sh
+ENTRYPOINT ["/entrypoint.sh"]
+"""
+DOCKERFILE_LOCAL = """\
+FROM python:3.11-slim
+ARG MODULE
+ENV MODULE=${MODULE}
+WORKDIR /code
+RUN pip install "poetry==1.7.1"
+COPY . .
+COPY .env /code/.env
+RUN poetry install --only=main
+CMD ["sh", "-c", "poetry run gunicorn --workers=2 --threads=4 -b 0.0.0.0:8080 $MODULE:app"]
+"""
+PYPROJECT = """\
+[tool.poetry]
+name = "{app}"
+version = "0.1.0"
+description = "{app}, made by hand"
+authors = ["Team <team@example.com>"]
+packages = [{{ include = "{app}" }}]
+
+[tool.poetry.dependencies]
+python = "^3.11"
+flask = "^3.0"
+gunicorn = "^23.0"
+python-dotenv = "^1.0"
+requests = "^2.31"
+{extra}
+[[tool.poetry.source]]
+name = "pypi-simple"
+url = "https://pypi.org/simple/"
+priority = "primary"
+
+[build-system]
+requires = ["poetry-core"]
+build-backend = "poetry.core.masonry.api"
+"""
+APP_PY = """\
+import os
+
+from dotenv import load_dotenv
+from flask import Flask, jsonify
+{extra_import}
+load_dotenv()
+app = Flask(__name__)
+
+
+@app.get("/")
+def index():
+    return jsonify(app="{app}", greeting=os.getenv("GREETING", "unset"){extra_value})
+
+
+@app.post("/webhook")
+def webhook():
+    return jsonify(status="ok")
+"""
+COMPOSE = """\
+version: '3'
+services:
+  {app}:
+    build:
+      context: .
+      dockerfile: ../Dockerfile.local
+      args:
+        MODULE: {app}
+    ports:
+      - "{port}:8080"
+"""
+WORKFLOW = """\
+name: "[{app}][env: {env}] Deploy to Azure Container Apps"
+on:
+  workflow_dispatch:
+jobs:
+  warning:
+    runs-on: ubuntu-latest
+    steps:
+      - name: Fail off the default branch
+        if: github.ref != format('refs/heads/{{0}}', github.event.repository.default_branch)
+        run: exit 1
+  deployment:
+    needs: warning
+    runs-on: ubuntu-latest
+    environment: {env}
+    permissions:
+      id-token: write
+      contents: read
+    steps:
+      - uses: actions/checkout@v4
+      - id: deploy
+        uses: Unique-AG/sdk-deploy-action@v3
+        with:
+          module: {app}
+          environment: {env}
+          resource_group_name: ${{{{ vars.AZURE_RESOURCE_GROUP }}}}
+          acr_login_server: ${{{{ vars.ACR_LOGIN_SERVER }}}}
+          azure_client_id: ${{{{ vars.AZURE_CLIENT_ID }}}}
+          azure_tenant_id: ${{{{ vars.AZURE_TENANT_ID }}}}
+          azure_subscription_id: ${{{{ vars.AZURE_SUBSCRIPTION_ID }}}}
+          azure_storage_account_id: ${{{{ vars.AZURE_STORAGE_ACCOUNT_ID }}}}
+          acr_username: ${{{{ secrets.ACR_USERNAME }}}}
+          acr_password: ${{{{ secrets.ACR_PASSWORD }}}}
+          age_private_key: ${{{{ secrets.AGE_PRIVATE_KEY }}}}
+      - name: Summary
+        run: echo "deployed"
+"""
+
+
+@dataclass(frozen=True)
+class HandMadeApp:
+    name: str
+    module_name: str  # as configured on the platform: often not the folder name
+    environments: tuple[str, ...]
+    port: int
+    extra_dependency: str = ""  # a Poetry line, e.g. 'humanize = "^4.9"'
+
+    @property
+    def greeting(self) -> str:
+        return f"hello from {self.name}"
+
+
+QUOTES = HandMadeApp("quotes", "QUOTES_OF_THE_DAY_APP", ("dev", "prod"), 5001)
+REPORTS = HandMadeApp("reports", "REPORTS", ("prod",), 5002, 'humanize = "^4.9"')
+APPS = (QUOTES, REPORTS)
+
+
+def write_app(repo: Path, app: HandMadeApp, key: AgeKey, lock: Path | None) -> None:
+    folder = repo / app.name
+    (folder / app.name).mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(PYPROJECT.format(app=app.name, extra=app.extra_dependency + "\n"))
+    humanize = bool(app.extra_dependency)
+    (folder / app.name / "app.py").write_text(
+        APP_PY.format(
+            app=app.name,
+            extra_import="import humanize\n" if humanize else "",
+            extra_value=", size=humanize.naturalsize(2048)" if humanize else "",
+        )
+    )
+    (folder / app.name / "__init__.py").write_text('from .app import app\n\n__all__ = ["app"]\n')
+    (folder / ".flaskenv").write_text(f"FLASK_APP={app.name}\n")
+    (folder / ".python-version").write_text("3.11\n")
+    (folder / "docker-compose.yaml").write_text(COMPOSE.format(app=app.name, port=app.port))
+    (folder / ".env").write_text(f'GREETING="{app.greeting}"\nAPI_KEY=key-of-{app.name}\n')
+    encrypted = run("sops", "--encrypt", "--age", key.public, "--input-type", "dotenv", "--output-type", "dotenv",
+                    folder / ".env", cwd=repo)  # fmt: skip
+    (folder / ".env.enc").write_text(encrypted.stdout)
+    (folder / ".env").unlink()
+    if lock is not None and lock.exists():
+        (folder / "poetry.lock").write_bytes(lock.read_bytes())
+    else:
+        run(sys.executable, "-m", "poetry", "lock", "--no-interaction", cwd=folder)
+        if lock is not None:
+            lock.write_bytes((folder / "poetry.lock").read_bytes())
+    for env in app.environments:
+        workflow = repo / ".github/workflows" / f"{app.name}.{env}.deploy.yaml"
+        workflow.parent.mkdir(parents=True, exist_ok=True)
+        workflow.write_text(WORKFLOW.format(app=app.name, env=env))
+
+
+def handmade_monorepo(path: Path, key: AgeKey, locks: Path) -> Path:
+    """The predecessor's monorepo, committed. `locks` caches each app's poetry.lock between tests."""
+    repo = init_repository(path)
+    (repo / "Dockerfile").write_text(DOCKERFILE)
+    (repo / "Dockerfile.local").write_text(DOCKERFILE_LOCAL)
+    (repo / ".dockerignore").write_text(".env\n.venv\n")
+    (repo / ".gitignore").write_text("# the team's own rules\n.env\n.venv/\n__pycache__/\n")
+    (repo / "README.md").write_text("# Our apps\n\nMade by hand.\n")
+    locks.mkdir(parents=True, exist_ok=True)
+    for app in APPS:
+        write_app(repo, app, key, locks / f"{app.name}.lock")
+    commit_all(repo, "Our hand-made apps")
+    return repo

@@ -1,0 +1,198 @@
+"""Bringing a hand-made monorepo (the predecessor's layout, tests/handmade.py) under the template,
+by the README's "Adopt an existing app" command, followed as written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools import dockerfile
+from tools.net import free_port, wait_for_http
+from tools.template_repo import TemplateRepo, commit_all
+
+from . import handmade
+from .conftest import TEMPLATE, VENV_BIN, AgeKey, files_of, poetry_install, run
+
+pytestmark = pytest.mark.slow
+
+APP = handmade.QUOTES  # adopted
+OTHER = handmade.REPORTS  # stays hand-made
+
+
+def readme_adoption_command(template: Path, app: handmade.HandMadeApp, key: AgeKey, overwrite: bool = True) -> str:
+    """The README's command, with its placeholders filled in for `app` and the source made local."""
+    readme = (TEMPLATE / "README.md").read_text()
+    section = readme[readme.index("## Adopt an existing app") :]
+    block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    [command] = [line.split("#")[0].strip() for line in block.splitlines() if "copier copy" in line]
+    filled = {
+        "pipx run copier": str(VENV_BIN / "copier"),
+        "gh:<org>/sdk-deploy-template": str(template),
+        "<app>": app.name,
+        "<its Python, e.g. 3.11>": "3.11",
+        "<its module name on the platform>": app.module_name,
+        "<its environments, e.g. dev, prod>": ", ".join(app.environments),
+        "<the repository's age public key>": key.public,
+    }
+    for placeholder, value in filled.items():
+        assert placeholder in command, f"the README's command no longer holds {placeholder!r}"
+        command = command.replace(placeholder, value)
+    assert "<" not in command, command
+    return command if overwrite else command.replace(" --overwrite", "")
+
+
+def adopt(repo: Path, template: Path, key: AgeKey, overwrite: bool = True) -> Any:
+    return run("bash", "-c", readme_adoption_command(template, APP, key, overwrite), cwd=repo, check=False)
+
+
+@pytest.fixture
+def template(tmp_path: Path) -> TemplateRepo:
+    """The working tree as a release, so `copier copy <path>` takes it as the newest tag."""
+    return TemplateRepo.from_working_tree(tmp_path / "template", tag="v1.0.0")
+
+
+@pytest.fixture(scope="session")
+def locks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand-made apps' poetry.lock files, made once per session."""
+    return tmp_path_factory.mktemp("handmade-locks")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, locks: Path, age_key: AgeKey) -> Path:
+    return handmade.handmade_monorepo(tmp_path / "monorepo", age_key, locks)
+
+
+def own_files(repo: Path, app: handmade.HandMadeApp) -> dict[str, bytes]:
+    """What belongs to the team: the app's code and dependencies, its secrets, the team's root files."""
+    keep = (f"{app.name}/{app.name}/", f"{app.name}/pyproject.toml", f"{app.name}/poetry.lock", f"{app.name}/.env.enc",
+            f"{app.name}/.flaskenv", f"{app.name}/.python-version")  # fmt: skip
+    return {
+        name: data
+        for name, data in files_of(repo).items()
+        if name.startswith(keep) or name in {"README.md", ".gitignore"}
+    }
+
+
+def test_adoption_keeps_the_apps_code_and_writes_the_plumbing(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    before = files_of(repo)
+    result = adopt(repo, template.path, age_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = files_of(repo)
+
+    # Kept byte for byte: the adopted app's code, dependencies and secrets, the team's root files,
+    # and everything of the other hand-made app.
+    assert own_files(repo, APP) == {name: before[name] for name in own_files(repo, APP)}
+    other = {
+        name: data
+        for name, data in before.items()
+        if name.startswith((f"{OTHER.name}/", f".github/workflows/{OTHER.name}."))
+    }
+    assert {name: after.get(name) for name in other} == other
+    assert not [name for name in after if name.startswith(f"{APP.name}/{APP.name}/") and name not in before]
+
+    # Written: the plumbing, under the same workflow file names (GitHub keeps their run history).
+    for env in APP.environments:
+        workflow = yaml.safe_load(after[f".github/workflows/{APP.name}.{env}.deploy.yaml"])
+        assert workflow["jobs"]["deploy"]["needs"] == "checks"
+    assert {f"{APP.name}/gunicorn.conf.py", f"{APP.name}/.copier-answers.yml", "APPS.md", "scripts/doctor.py"} <= set(
+        after
+    )
+    assert b"managed by sdk-deploy-template" in after["Dockerfile"]
+    answers = yaml.safe_load(after[f"{APP.name}/.copier-answers.yml"])
+    assert (answers["adopt"], answers["python_version"], answers["platform_module_name"]) == (
+        True,
+        "3.11",
+        APP.module_name,
+    )
+    assert answers["environments"] == list(APP.environments)
+    assert yaml.safe_load(after[".sdk-deploy.yml"])["age_public_key"] == age_key.public
+
+
+def test_a_copy_that_stopped_half_way_changes_nothing_for_the_next_run(
+    tmp_path: Path, repo: Path, locks: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    stopped = adopt(repo, template.path, age_key, overwrite=False)  # no terminal to answer "Overwrite?"
+    assert stopped.returncode != 0
+    assert "--overwrite" in stopped.stderr
+    finished = adopt(repo, template.path, age_key)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    clean = handmade.handmade_monorepo(tmp_path / "clean", age_key, locks)
+    assert adopt(clean, template.path, age_key).returncode == 0
+    got, want = files_of(repo), files_of(clean)
+    secrets = {name for name in got if name.endswith(".env.enc")}  # encrypted anew for each repository
+    assert sorted(got) == sorted(want)
+    assert [name for name in got if name not in secrets and got[name] != want[name]] == []
+
+
+def test_copier_update_works_for_the_adopted_app_and_never_touches_its_code(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    assert adopt(repo, template.path, age_key).returncode == 0
+    commit_all(repo, "Adopt quotes")
+    code = own_files(repo, APP)
+    template.edit(
+        "template/{{app_name}}/gunicorn.conf.py.jinja",
+        '"""',
+        '"""Release 2 of the serving settings.\n',
+    )
+    template.release("v2.0.0")
+    run(VENV_BIN / "copier", "update", "--defaults", "-a", f"{APP.name}/.copier-answers.yml", cwd=repo)
+    assert own_files(repo, APP) == code
+    assert "Release 2 of the serving settings." in (repo / APP.name / "gunicorn.conf.py").read_text()
+    assert yaml.safe_load((repo / APP.name / ".copier-answers.yml").read_text())["_commit"] == "v2.0.0"
+    assert not [name for name in files_of(repo) if name.endswith(".rej")]
+    assert run("git", "diff", "--name-only", cwd=repo).stdout.split() == [
+        f"{APP.name}/.copier-answers.yml",
+        f"{APP.name}/gunicorn.conf.py",
+    ]
+
+
+# ---- Both apps start as the new shared image starts them ---------------------------------------
+
+
+def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, tmp_path: Path) -> str:
+    """Install the app as the image's deps stage does, run the image's ENTRYPOINT in a copy of the
+    app folder (what `COPY . .` puts in /app) with the environment the deploy action gives, and
+    return what GET / answers."""
+    text = (repo / "Dockerfile").read_text()
+    script_path, script = dockerfile.start_script(text)
+    entry = dockerfile.entrypoint(text)
+    assert entry == ["python", script_path]
+    start = tmp_path / "start.py"
+    start.write_text(script)
+    poetry_install(app_folder, "--only", "main", "--no-root")
+    container = tmp_path / "app"
+    shutil.copytree(app_folder, container, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
+    port = free_port()
+    env = {
+        "PATH": f"{app_folder / '.venv/bin'}:{VENV_BIN}:/usr/bin:/bin",  # the app's venv, then sops
+        "MODULE": app_folder.name, "APP_NAME": "app", "ENCRYPTED_ENV_FILE": ".env.enc", "PORT": str(port),
+        "SOPS_AGE_KEY": key.private,
+    }  # fmt: skip
+    process = spawn([app_folder / ".venv/bin/python", start], cwd=container, env=env)
+    return wait_for_http(f"http://127.0.0.1:{port}/", process).decode()
+
+
+def test_the_other_hand_made_app_keeps_deploying_with_the_new_dockerfile(
+    tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
+) -> None:
+    assert adopt(repo, template.path, age_key).returncode == 0
+    assert not (repo / OTHER.name / "gunicorn.conf.py").exists()
+    body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
+    assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, with its own deps
+
+
+def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_conf(
+    tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
+) -> None:
+    assert adopt(repo, template.path, age_key).returncode == 0
+    body = json.loads(start_like_the_image(repo / APP.name, repo, age_key, spawn, tmp_path))
+    assert body == {"app": APP.name, "greeting": APP.greeting}
