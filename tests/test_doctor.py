@@ -24,8 +24,11 @@ import pytest
 import yaml
 
 from tools import pins
+from tools.template_repo import TemplateRepo
 
+from . import handmade
 from .conftest import APP, TEMPLATE, AgeKey, answers, commit_all, new_age_key, new_monorepo, render, require_tool, run
+from .test_adoption import adopt
 
 SECOND = "second_app"  # environments dev and qa, one env file per environment
 WORKFLOWS = Path(".github/workflows")
@@ -711,3 +714,32 @@ def test_scripts_are_typed_and_lint_clean(pristine: Path, tmp_path: Path) -> Non
         cwd=scripts,
     )
     run(require_tool("ruff"), "format", "--check", "--line-length", "120", "doctor.py", "mini_yaml.py", cwd=scripts)
+
+
+# ---- a monorepo made by hand, with one app adopted ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def handmade_locks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("doctor-handmade-locks")
+
+
+@pytest.mark.slow
+def test_after_adopting_one_app_the_hand_made_one_is_listed_and_nothing_else(
+    tmp_path: Path, handmade_locks: Path, age_key: AgeKey
+) -> None:
+    repo = handmade.handmade_monorepo(tmp_path / "monorepo", age_key, handmade_locks)
+    template = TemplateRepo.from_working_tree(tmp_path / "template", tag="v1.0.0")
+    assert adopt(repo, template.path, age_key).returncode == 0
+    commit_all(repo, f"Adopt {handmade.QUOTES.name}")
+    result = doctor(repo, "sops", "poetry", SOPS_AGE_KEY=age_key.private)
+    other = handmade.REPORTS
+    result.finds(f"{other.name}/", f"is deployed by .github/workflows/{other.name}.prod.deploy.yaml but has no", ADOPT)
+    sha = pins.versions().DEPLOY_ACTION["sha"]
+    result.finds(
+        f"{WORKFLOWS}/{other.name}.prod.deploy.yaml (job deployment)",
+        "uses Unique-AG/sdk-deploy-action@v3, not the template's pinned",
+        f"set uses: Unique-AG/sdk-deploy-action@{sha} # v3",
+    )
+    assert len(result.problems) == 2, result.output  # the adopted app and the rest are sound
+    assert f"checked 2 app(s) ({handmade.QUOTES.name}, {other.name})" in result.output
