@@ -77,7 +77,8 @@ def test_compose_file_is_valid_and_wired_to_the_local_dockerfile(monorepo: Path)
     run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose)
     service = yaml.safe_load(compose.read_text())["services"][APP]
     assert service["build"] == {"context": ".", "dockerfile": "../Dockerfile.local", "args": {"MODULE": APP}}
-    assert service["ports"] == ["5001:8080"]
+    port = yaml.safe_load((monorepo / APP / ".copier-answers.yml").read_text())["local_port"]
+    assert service["ports"] == [f"{port}:8080"]  # the default follows the app name (tests/test_doctor.py)
     assert service["env_file"] == [{"path": ".env", "required": False}]
 
 
