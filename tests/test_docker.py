@@ -9,7 +9,9 @@ import pathspec
 import pytest
 import yaml
 
-from .conftest import APP, PYTHONS, AgeKey, answers, render, require_tool, run
+from tools import dockerfile
+
+from .conftest import APP, PYTHONS, TEMPLATE, AgeKey, answers, render, require_tool, run
 from .test_secrets import NAMES
 
 
@@ -24,8 +26,8 @@ def test_hadolint_passes_at_warning_level(per_python: dict[str, Path], python: s
 
 @pytest.mark.parametrize("python", PYTHONS)
 def test_base_image_is_a_pinned_slim_python(per_python: dict[str, Path], python: str) -> None:
-    for dockerfile in ["Dockerfile", "Dockerfile.local"]:
-        images = re.findall(r"^FROM (\S+) AS base$", (per_python[python] / dockerfile).read_text(), re.MULTILINE)
+    for name in ["Dockerfile", "Dockerfile.local"]:
+        images = re.findall(r"^FROM (\S+) AS base$", (per_python[python] / name).read_text(), re.MULTILINE)
         assert len(images) == 1
         assert re.fullmatch(rf"python:{re.escape(python)}\.\d+-slim-bookworm", images[0])
 
@@ -37,7 +39,12 @@ def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> No
     assert "EXPOSE 8080" in text
     assert "PORT=8080" in text
     assert re.search(r"^USER app$", text, re.MULTILINE), "must run as the non-root user"
-    assert text.rstrip().endswith('CMD ["gunicorn", "--config", "gunicorn.conf.py"]')
+    # Every container starts through the start script (extensions/container_start.py), the same in both images.
+    path, script = dockerfile.start_script(text)
+    assert dockerfile.entrypoint(text) == ["python", path]
+    source = (TEMPLATE / "extensions/container_start.py").read_text()
+    assert script == source.split('\n"""\n', 1)[1].strip() + "\n", "the image must carry the script as written"
+    assert dockerfile.start_script((monorepo / "Dockerfile.local").read_text()) == (path, script)
     # Dependencies install from pyproject.toml + poetry.lock alone, before the app code is copied.
     deps = text[text.index("AS deps") : text.index("AS runtime")]
     assert "COPY pyproject.toml poetry.lock ./" in deps
@@ -51,10 +58,10 @@ def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> No
 def test_local_dockerfile_says_it_is_local_only(monorepo: Path) -> None:
     head = (monorepo / "Dockerfile.local").read_text().splitlines()[:4]
     assert any("LOCAL DEVELOPMENT ONLY" in line and "never use this file to deploy" in line for line in head)
-    instructions = [
-        line for line in (monorepo / "Dockerfile.local").read_text().splitlines() if not line.startswith("#")
-    ]
+    text = (monorepo / "Dockerfile.local").read_text()
+    instructions = [line for line in text.splitlines() if line.startswith(("FROM", "COPY", "ADD", "ARG", "ENV"))]
     assert not [line for line in instructions if "sops" in line.lower()], "local images carry no sops"
+    assert re.search(r"^ENV ENCRYPTED_ENV_FILE=$", text, re.MULTILINE), "nothing to decrypt locally"
 
 
 @pytest.mark.parametrize(
