@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tools.template_repo import commit_all, init_repository
 
-from .conftest import AgeKey, run
+from .conftest import TEMPLATE, VENV_BIN, AgeKey, run
 
 # The predecessor's shared image: Python 3.11, Poetry in the image, sops at build time, an entrypoint
 # that decrypts into /code/.env, then gunicorn 2 x 4 gthread on $MODULE:$APP_NAME.
@@ -208,3 +209,30 @@ def handmade_monorepo(path: Path, key: AgeKey, locks: Path) -> Path:
         write_app(repo, app, key, locks / f"{app.name}.lock")
     commit_all(repo, "Our hand-made apps")
     return repo
+
+
+def readme_adoption_command(template: Path, app: HandMadeApp, key: AgeKey, overwrite: bool = True) -> str:
+    """The README's command, with its placeholders filled in for `app` and the source made local."""
+    readme = (TEMPLATE / "README.md").read_text()
+    section = readme[readme.index("## Adopt an existing app") :]
+    block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
+    [command] = [line.split("#")[0].strip() for line in block.splitlines() if "copier copy" in line]
+    filled = {
+        "pipx run copier": str(VENV_BIN / "copier"),
+        "gh:<org>/sdk-deploy-template": str(template),
+        "<app>": app.name,
+        "<its Python, e.g. 3.11>": "3.11",
+        "<its module name on the platform>": app.module_name,
+        "<its environments, e.g. dev, prod>": ", ".join(app.environments),
+        "<the repository's age public key>": key.public,
+    }
+    for placeholder, value in filled.items():
+        assert placeholder in command, f"the README's command no longer holds {placeholder!r}"
+        command = command.replace(placeholder, value)
+    assert "<" not in command, command
+    return command if overwrite else command.replace(" --overwrite", "")
+
+
+def adopt(repo: Path, template: Path, app: HandMadeApp, key: AgeKey, overwrite: bool = True) -> Any:
+    """Run the README's adoption command for `app` in `repo`."""
+    return run("bash", "-c", readme_adoption_command(template, app, key, overwrite), cwd=repo, check=False)

@@ -16,38 +16,12 @@ from tools.net import free_port, wait_for_http
 from tools.template_repo import TemplateRepo, commit_all
 
 from . import handmade
-from .conftest import TEMPLATE, VENV_BIN, AgeKey, files_of, poetry_install, run
+from .conftest import VENV_BIN, AgeKey, files_of, poetry_install, run
 
 pytestmark = pytest.mark.slow
 
 APP = handmade.QUOTES  # adopted
 OTHER = handmade.REPORTS  # stays hand-made
-
-
-def readme_adoption_command(template: Path, app: handmade.HandMadeApp, key: AgeKey, overwrite: bool = True) -> str:
-    """The README's command, with its placeholders filled in for `app` and the source made local."""
-    readme = (TEMPLATE / "README.md").read_text()
-    section = readme[readme.index("## Adopt an existing app") :]
-    block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
-    [command] = [line.split("#")[0].strip() for line in block.splitlines() if "copier copy" in line]
-    filled = {
-        "pipx run copier": str(VENV_BIN / "copier"),
-        "gh:<org>/sdk-deploy-template": str(template),
-        "<app>": app.name,
-        "<its Python, e.g. 3.11>": "3.11",
-        "<its module name on the platform>": app.module_name,
-        "<its environments, e.g. dev, prod>": ", ".join(app.environments),
-        "<the repository's age public key>": key.public,
-    }
-    for placeholder, value in filled.items():
-        assert placeholder in command, f"the README's command no longer holds {placeholder!r}"
-        command = command.replace(placeholder, value)
-    assert "<" not in command, command
-    return command if overwrite else command.replace(" --overwrite", "")
-
-
-def adopt(repo: Path, template: Path, key: AgeKey, overwrite: bool = True) -> Any:
-    return run("bash", "-c", readme_adoption_command(template, APP, key, overwrite), cwd=repo, check=False)
 
 
 @pytest.fixture
@@ -82,7 +56,7 @@ def test_adoption_keeps_the_apps_code_and_writes_the_plumbing(
     repo: Path, template: TemplateRepo, age_key: AgeKey
 ) -> None:
     before = files_of(repo)
-    result = adopt(repo, template.path, age_key)
+    result = handmade.adopt(repo, template.path, APP, age_key)
     assert result.returncode == 0, result.stdout + result.stderr
     after = files_of(repo)
 
@@ -118,14 +92,14 @@ def test_adoption_keeps_the_apps_code_and_writes_the_plumbing(
 def test_a_copy_that_stopped_half_way_changes_nothing_for_the_next_run(
     tmp_path: Path, repo: Path, locks: Path, template: TemplateRepo, age_key: AgeKey
 ) -> None:
-    stopped = adopt(repo, template.path, age_key, overwrite=False)  # no terminal to answer "Overwrite?"
+    stopped = handmade.adopt(repo, template.path, APP, age_key, overwrite=False)  # no terminal to answer "Overwrite?"
     assert stopped.returncode != 0
     assert "--overwrite" in stopped.stderr
-    finished = adopt(repo, template.path, age_key)
+    finished = handmade.adopt(repo, template.path, APP, age_key)
     assert finished.returncode == 0, finished.stdout + finished.stderr
 
     clean = handmade.handmade_monorepo(tmp_path / "clean", age_key, locks)
-    assert adopt(clean, template.path, age_key).returncode == 0
+    assert handmade.adopt(clean, template.path, APP, age_key).returncode == 0
     got, want = files_of(repo), files_of(clean)
     secrets = {name for name in got if name.endswith(".env.enc")}  # encrypted anew for each repository
     assert sorted(got) == sorted(want)
@@ -135,7 +109,7 @@ def test_a_copy_that_stopped_half_way_changes_nothing_for_the_next_run(
 def test_copier_update_works_for_the_adopted_app_and_never_touches_its_code(
     repo: Path, template: TemplateRepo, age_key: AgeKey
 ) -> None:
-    assert adopt(repo, template.path, age_key).returncode == 0
+    assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
     commit_all(repo, "Adopt quotes")
     code = own_files(repo, APP)
     template.edit(
@@ -184,7 +158,7 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
 def test_the_other_hand_made_app_keeps_deploying_with_the_new_dockerfile(
     tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
 ) -> None:
-    assert adopt(repo, template.path, age_key).returncode == 0
+    assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
     assert not (repo / OTHER.name / "gunicorn.conf.py").exists()
     body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
     assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, with its own deps
@@ -193,6 +167,6 @@ def test_the_other_hand_made_app_keeps_deploying_with_the_new_dockerfile(
 def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_conf(
     tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
 ) -> None:
-    assert adopt(repo, template.path, age_key).returncode == 0
+    assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
     body = json.loads(start_like_the_image(repo / APP.name, repo, age_key, spawn, tmp_path))
     assert body == {"app": APP.name, "greeting": APP.greeting}

