@@ -167,10 +167,15 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
         assert env["ENDPOINT_SECRET"] == SECRET
         assert env["GREETING"] == "hello # not a comment"
 
-    with ThreadPoolExecutor(16) as pool:  # more than 2 workers x 4 threads at once
-        deliveries = [event(container) for _ in range(16)]
+    # A burst: each worker acknowledges what its handler pool can finish if the replica is stopped
+    # (HANDLER_THREADS x 24 s // HANDLER_TIMEOUT = 8 x 1 with the defaults), the rest get 503 for now.
+    with ThreadPoolExecutor(16) as pool:
+        deliveries = [event(container) for _ in range(40)]
         statuses = list(pool.map(lambda delivery: post(f"{base}/webhook", *delivery), deliveries))
-    assert statuses == [202] * 16
+    assert set(statuses) <= {202, 503}
+    assert statuses.count(202) >= 16
+    platform.wait_for(2 + 2 * statuses.count(202), timeout=30)  # every acknowledged event was answered
+    assert len(platform.api_calls()) == 2 + 2 * statuses.count(202)
 
     process.terminate()
     log = process.communicate(timeout=40)[0]
