@@ -8,13 +8,15 @@ hands it to a thread only when it is complete, so threads only ever run the app:
 - a request must arrive completely within GUNICORN_READ_TIMEOUT seconds (default 10), else the
   connection is closed without an answer (a 4xx would make the platform drop a slow delivery);
 - a body over the app's MAX_CONTENT_LENGTH (WEBHOOK_MAX_BYTES) gets 413 before it is read, a head
-  over 64 KiB gets 431;
+  over 64 KiB gets 431, and a request that would take the worker's unfinished requests over 64 MiB
+  gets 503 (the platform retries);
 - on SIGTERM the app takes no new events (503) and its handler pool gets until graceful_timeout
   (less a second) to finish the events it acknowledged; the ids of any it could not finish are logged.
 
 It builds on ThreadWorker internals (accept, enqueue_req, finish_request, murder_pending, TConn, the
-parser's unreader), which is why pyproject.toml pins gunicorn to one exact version. TLS and HTTP/2 are
-refused at start: Azure's ingress ends TLS and speaks HTTP/1.1 to the app.
+parser's unreader), which is why pyproject.toml pins gunicorn to one exact version (GUNICORN_VERSION;
+the tests check it, and the server warns at start when another one runs). TLS and HTTP/2 are refused
+at start: Azure's ingress ends TLS and speaks HTTP/1.1 to the app.
 """
 
 from __future__ import annotations
@@ -31,17 +33,20 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import gunicorn
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import dispatch
 
+GUNICORN_VERSION = "27.0.1"  # the version whose ThreadWorker this worker builds on (pinned in pyproject.toml)
 MAX_HEAD = 64 * 1024
 DEFAULT_BODY_LIMIT = 1024 * 1024
 RECEIVE_SIZE = 64 * 1024
+BUFFER_BUDGET = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds; beyond it: 503, retried
 SHUTDOWN_MARGIN = 1.0  # seconds left after the handler drain to log and exit before gunicorn's SIGKILL
 QUICK_STOP = 1.0  # SIGINT/SIGQUIT: gunicorn kills the worker 2 s later
-_REASONS = {413: "Content Too Large", 431: "Request Header Fields Too Large"}
+_REASONS = {413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 def read_timeout() -> float:
@@ -161,6 +166,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
         super().check_config(cfg, log)
+        if gunicorn.__version__ != GUNICORN_VERSION:
+            log.warning("gunicorn %s: %s was written for %s", gunicorn.__version__, __name__, GUNICORN_VERSION)
         if cfg.is_ssl or cfg.http2_cleartext != "off":
             raise RuntimeError(
                 "this worker serves HTTP/1.1 without TLS (Azure's ingress ends TLS): no certfile, no h2c"
@@ -170,6 +177,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.read_timeout = read_timeout()
         self.reading: deque[BufferedConn] = deque()  # by deadline: each gets now + read_timeout
         self.body_limit = DEFAULT_BODY_LIMIT
+        self.buffered = 0  # bytes held in the buffers of `reading`
         self.drain_deadline: float | None = None
         dispatch.set_drain_budget(self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         super().init_process()  # loads the app, then runs until stopped
@@ -213,7 +221,11 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         if not data:
             self._close(conn)
             return
+        if self.buffered + len(data) > BUFFER_BUDGET:
+            self._refuse(conn, 503)
+            return
         conn.buffer += data
+        self.buffered += len(data)
         self._advance(conn)
 
     def _advance(self, conn: BufferedConn) -> None:
@@ -229,7 +241,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
                 self._send_quietly(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         self._stop_reading(conn)
-        request, conn.buffer = bytes(conn.buffer[:size]), conn.buffer[size:]
+        request, conn.buffer = bytes(conn.buffer[:size]), conn.buffer[size:]  # the rest: pipelined
         conn.continued = False
         if conn.parser is None:  # reads only what this worker hands over, never the socket itself
             conn.parser = RequestParser(self.cfg, (), conn.client)
@@ -242,6 +254,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         if keepalive and conn.buffer and self.alive:  # the client already sent its next request
             conn.sock.setblocking(False)
             self._read(conn)
+            self.buffered += len(conn.buffer)
             self._advance(conn)
             return
         super().finish_request(conn, fs)
@@ -257,6 +270,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading.remove(conn)
         self.poller.unregister(conn.sock)
+        self.buffered -= len(conn.buffer)
 
     def _close(self, conn: BufferedConn) -> None:
         if conn in self.reading:
@@ -266,11 +280,17 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
 
     def _refuse(self, conn: BufferedConn, status: int) -> None:
         reason = _REASONS[status]
-        limit = f"the body is over {self.body_limit} bytes" if status == 413 else f"the head is over {MAX_HEAD} bytes"
-        body = json.dumps({"status": "too large", "error": limit}).encode()
+        error = {
+            413: f"the body is over {self.body_limit} bytes",
+            431: f"the head is over {MAX_HEAD} bytes",
+            503: "too many requests in progress, retry later",
+        }[status]
+        body = json.dumps({"status": reason.lower(), "error": error}).encode()
         head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        if status == 503:
+            head += "Retry-After: 10\r\n"
         self._send_quietly(conn, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.log.info("refused a request from %s: %d %s", conn.client, status, reason)
+        self.log.warning("refused a request from %s: %d %s", conn.client, status, reason)
         self._close(conn)
 
     @staticmethod

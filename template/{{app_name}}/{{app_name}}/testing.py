@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from .events import EXTERNAL_MODULE_CHOSEN
 
@@ -76,10 +76,6 @@ class Recorded:
     headers: dict[str, str]  # names in lower case
     body: Any  # parsed JSON, or None
     at: float  # time.monotonic() on arrival
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.target).query)
 
 
 @dataclass
