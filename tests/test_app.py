@@ -94,21 +94,22 @@ def test_app_name_refusals_cover_every_installed_module(installed_app: Installed
     assert candidates - {"_virtualenv"} <= reserved, f"add to DEPENDENCY_MODULES: {sorted(candidates - reserved)}"
 
 
-def test_local_run_with_reload_serves_health_and_takes_unsigned_events(installed_app: InstalledApp, spawn) -> None:
-    """`flask run` as the README says, with no ENDPOINT_SECRET: local development needs no extra step."""
-    port = free_port()
-    process = spawn(
-        [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
-        cwd=installed_app.folder,
-        env=tool_env(),
-    )
-    assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+def test_local_run_with_reload_serves_health_and_handles_unsigned_events(installed_app: InstalledApp, spawn) -> None:
+    """`flask run` as the README says, no ENDPOINT_SECRET: local development needs no extra step."""
     testing = app_module(installed_app.folder, "testing")
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhook", data=testing.body_of(testing.make_event(APP)), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 202
+    with testing.FakePlatform() as platform:
+        port = free_port()
+        process = spawn(
+            [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
+            cwd=installed_app.folder,
+            env=tool_env(API_KEY="k", APP_ID="a", API_BASE=platform.url),
+        )
+        assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+        body = testing.body_of(testing.make_event(APP))
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+        assert len(platform.wait_for(2, timeout=30)) == 2  # the example handler answered in the chat
 
 
 def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: InstalledApp, spawn) -> None:

@@ -206,15 +206,19 @@ def test_without_a_secret_the_deployed_app_acts_on_nothing_and_says_what_to_set(
     assert "Put the platform's signing secret for this webhook into ENDPOINT_SECRET" in log
 
 
-def test_the_local_image_takes_unsigned_events_with_no_extra_step(container: Container, spawn: Any) -> None:
+def test_the_local_image_takes_unsigned_events_with_no_extra_step(
+    container: Container, spawn: Any, platform: Any
+) -> None:
     """docker compose runs Dockerfile.local's CMD with its ENV (ENCRYPTED_ENV_FILE empty) and .env."""
     local = image_contract(container.app.repo / "Dockerfile.local")
     assert re.search(r"^ENV ENCRYPTED_ENV_FILE=$", (container.app.repo / "Dockerfile.local").read_text(), re.MULTILINE)
     port = free_port()
-    process = spawn(local.cmd, cwd=container.folder, env=container.environment(port, ENCRYPTED_ENV_FILE=""))
+    dotenv = {"API_KEY": "k", "APP_ID": "a", "API_BASE": platform.url}  # what compose passes from .env
+    process = spawn(local.cmd, cwd=container.folder, env=container.environment(port, ENCRYPTED_ENV_FILE="", **dotenv))
     wait_for_http(f"http://127.0.0.1:{port}/health", process)
     body, headers = event(container, secret="")
     assert post(f"http://127.0.0.1:{port}/webhook", body, headers) == 202
+    assert len(platform.wait_for(2, timeout=30)) == 2  # handled: answered in the chat
 
 
 def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container, spawn: Any, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import dispatch, logs
-from .events import Event
 from .settings import Settings, load_settings
 from .signing import ID_HEADER
 from .webhook import FUTURE_SKEW, UNCONFIGURED, EventHandler, WebhookState, reply
@@ -39,7 +38,7 @@ def create_app(settings: Settings | None = None, handler: EventHandler | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes  # 413 before the body is read
     app.extensions["webhook"] = WebhookState(
         settings=settings,
-        handler=handler or LazyHandler(),
+        load_handler=(lambda _settings: handler) if handler else HandlerLoader(),
         pool=pool,
         delivered=dispatch.DeliveredIds(ttl, settings.delivered_ids_dir),
     )
@@ -73,18 +72,19 @@ def load_handler(settings: Settings) -> EventHandler:
     return handle_event
 
 
-class LazyHandler:
-    """Loads the handler (and unique_sdk) on the first event, once, whichever thread gets there first."""
+class HandlerLoader:
+    """Loads the handler (and unique_sdk) for the first event, once, whichever thread gets there first.
+    Until it loads (say handler.py has a bug), /webhook answers 503, so the platform retries."""
 
     def __init__(self) -> None:
         self._handler: EventHandler | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, event: Event, settings: Settings) -> None:
+    def __call__(self, settings: Settings) -> EventHandler:
         with self._lock:
             if self._handler is None:
                 self._handler = load_handler(settings)
-        self._handler(event, settings)
+            return self._handler
 
 
 def _health() -> Response:

@@ -40,7 +40,7 @@ class WebhookState:
     """What the webhook route needs; one per app, stored in app.extensions."""
 
     settings: Settings
-    handler: EventHandler
+    load_handler: Callable[[Settings], EventHandler]
     pool: HandlerPool
     delivered: DeliveredIds
 
@@ -76,9 +76,14 @@ def receive() -> Response:
 
     if not _is_for_this_app(event, settings):
         return reply(200, "ignored")
+    try:
+        handler = webhook.load_handler(settings)  # the first event pays for importing it
+    except Exception:
+        logger.exception("event %s: the handler cannot be loaded; answering 503 so the platform retries", event.id)
+        return reply(503, "unavailable", retry_after=60, error="the event handler cannot be loaded")
     if not webhook.delivered.first_time(event.id):
         return reply(200, "duplicate")
-    if not webhook.pool.submit(event.id, lambda: webhook.handler(event, settings)):
+    if not webhook.pool.submit(event.id, lambda: handler(event, settings)):
         webhook.delivered.forget(event.id)  # the platform retries: the retry must not look like a duplicate
         return _busy(webhook.pool, event)
     logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
