@@ -13,6 +13,7 @@ Gunicorn runs several threads per worker, so everything here is thread-safe.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import hashlib
 import itertools
@@ -24,7 +25,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from queue import SimpleQueue
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DRAIN_BUDGET = 24.0
 _drain_budget = DEFAULT_DRAIN_BUDGET
 _pools: weakref.WeakSet[HandlerPool] = weakref.WeakSet()
+_IN_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 tmpfs, where it exists
 
 
 def set_drain_budget(seconds: float) -> None:
@@ -147,34 +148,34 @@ class DeliveredIds:
     """Event ids seen within the last `ttl` seconds, shared by every process that uses `directory`.
 
     One empty file per id (named by its hash), created with O_EXCL: atomic across the gunicorn workers
-    of a replica (gunicorn.conf.py gives them one directory). Replicas do not share it: an app with
-    several replicas whose handler must never run twice needs a shared store (e.g. Redis SET NX).
-    Without a directory each instance keeps its own, removed when it is garbage collected.
+    of a replica (gunicorn.conf.py gives them one directory, in memory under /dev/shm). Replicas do not
+    share it: an app with several replicas whose handler must never run twice needs a shared store
+    (e.g. Redis SET NX). Without a directory each instance keeps its own, removed with the instance.
     """
 
     SWEEP_EVERY = 60.0
 
     def __init__(self, ttl: float, directory: str = "") -> None:
         self._ttl = ttl
-        if directory:
-            self._directory = Path(directory)
-            self._directory.mkdir(parents=True, exist_ok=True)
-        else:
-            self._directory = Path(tempfile.mkdtemp(prefix="delivered-ids-"))
-            weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
+        if not directory:
+            directory = tempfile.mkdtemp(prefix="delivered-ids-", dir=_IN_MEMORY)
+            weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+        self._directory = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)  # names below resolve against it
+        weakref.finalize(self, os.close, self._directory)
         self._next_sweep = 0.0
         self._lock = threading.Lock()
 
     def first_time(self, event_id: str) -> bool:
         """True the first time `event_id` is seen within the ttl (in any process), False for a repeat."""
-        path = self._path(event_id)
+        name = _name(event_id)
         for _ in range(2):
             try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600, dir_fd=self._directory))
             except FileExistsError:
-                if not self._expired(path):
+                if not self._expired(name):
                     return False
-                path.unlink(missing_ok=True)  # an old entry: the next O_EXCL decides who sees it first
+                self._forget(name)  # an old entry: the next O_EXCL decides who sees it first
                 continue
             self._sweep()
             return True
@@ -182,14 +183,15 @@ class DeliveredIds:
 
     def forget(self, event_id: str) -> None:
         """Let `event_id` through again (its delivery was refused, so the platform will retry it)."""
-        self._path(event_id).unlink(missing_ok=True)
+        self._forget(_name(event_id))
 
-    def _path(self, event_id: str) -> Path:
-        return self._directory / hashlib.sha256(event_id.encode("utf-8", "replace")).hexdigest()
+    def _forget(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._directory)
 
-    def _expired(self, path: Path) -> bool:
+    def _expired(self, name: str) -> bool:
         try:
-            return path.stat().st_mtime < time.time() - self._ttl
+            return os.stat(name, dir_fd=self._directory).st_mtime < time.time() - self._ttl
         except FileNotFoundError:
             return True
 
@@ -200,7 +202,10 @@ class DeliveredIds:
             if now < self._next_sweep:
                 return
             self._next_sweep = now + self.SWEEP_EVERY
-        with os.scandir(self._directory) as entries:
-            for entry in entries:
-                if self._expired(Path(entry.path)):
-                    Path(entry.path).unlink(missing_ok=True)
+        for name in os.listdir(self._directory):
+            if self._expired(name):
+                self._forget(name)
+
+
+def _name(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode("utf-8", "replace")).hexdigest()
