@@ -201,9 +201,8 @@ def side_by_side(
     """The slow-client and shutdown figures, generated app beside bare Flask."""
 
     def both(key: str, runs: list[tuple[dict[str, float], dict[str, float]]], form: str) -> str:
-        ours = statistics.median(r[0][key] for r in runs)
-        bare = statistics.median(r[1][key] for r in runs)
-        return f"{form.format(ours)} | {form.format(bare)}"
+        values = [statistics.median(r[side][key] for r in runs) for side in (0, 1)]
+        return " | ".join("-" if value != value else form.format(value) for value in values)  # NaN: none
 
     ours_stop, bare_stop = stop
     return [
@@ -213,7 +212,7 @@ def side_by_side(
         f"| GET /health probes sent, median of runs | {both('probes', slow, '{:.0f}')} |",
         f"| GET /health p99 (a failure counts as {PROBE_TIMEOUT:g} s) | {both('p99_ms', slow, '{:.1f} ms')} |",
         f"| slow clients cut by the server | {both('cut', slow, '{:.0f}')} |",
-        f"| ... the last one after | {both('cut_after_s', slow, '{:.1f} s')} |",
+        f"| ... the last one after (median of runs) | {both('cut_after_s', slow, '{:.1f} s')} |",
         f"| events sent, then SIGTERM | {ours_stop['events']:.0f} | {bare_stop['events']:.0f} |",
         f"| acknowledged (2xx) | {ours_stop['acknowledged']:.0f} | {bare_stop['acknowledged']:.0f} |",
         f"| acknowledged and completed | {ours_stop['completed']:.0f} | {bare_stop['completed']:.0f} |",

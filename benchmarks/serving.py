@@ -215,7 +215,7 @@ def slow_clients(app: InstalledApp, target: Target, probe_seconds: float, cut_wi
         "failures": failures,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
         "cut": sum(seconds is not None for seconds in cut),
-        "cut_after_s": max((seconds for seconds in cut if seconds is not None), default=0.0),
+        "cut_after_s": max((seconds for seconds in cut if seconds is not None), default=float("nan")),
     }
 
 
