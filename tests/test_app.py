@@ -3,6 +3,7 @@ tests, lint and mypy --strict, serves locally, and its lock files are fresh for 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -110,6 +111,8 @@ def test_local_run_with_reload_serves_health_and_handles_unsigned_events(install
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202
         assert len(platform.wait_for(2, timeout=30)) == 2  # the example handler answered in the chat
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl+C, as a developer stops it: the app cleans up after itself
+    assert process.wait(15) == 0
 
 
 def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: InstalledApp, spawn) -> None:
