@@ -2,7 +2,9 @@
 server's interpreter. Prints one JSON line: requests, errors, requests/s, p50 and p99 latency (ms).
 
     python -m benchmarks.load --url http://127.0.0.1:8080/health --duration 5 --concurrency 8
-    python -m benchmarks.load --url http://127.0.0.1:8080/webhook --webhook-secret S --module M
+    python -m benchmarks.load --url http://127.0.0.1:8080/webhook --webhook-secret S --app-folder <app>
+
+Signed webhook events come from the rendered app's own helpers (tools/platform_events.py).
 """
 
 from __future__ import annotations
@@ -13,23 +15,19 @@ import json
 import statistics
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from tools.platform_events import chosen_event, signed_headers
-
-
-def signed_event(secret: str, module: str) -> tuple[bytes, dict[str, str]]:
-    body = chosen_event(module)
-    return body, signed_headers(body, secret)
+from tools.platform_events import signed_event
 
 
 def worker(
-    url: str, deadline: float, secret: str | None, module: str, latencies: list[float], errors: list[int]
+    url: str, deadline: float, secret: str | None, app_folder: Path, latencies: list[float], errors: list[int]
 ) -> None:
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     while time.perf_counter() < deadline:
-        body, headers = signed_event(secret, module) if secret is not None else (None, {})
+        body, headers = signed_event(app_folder, secret) if secret is not None else (None, {})
         started = time.perf_counter()
         try:
             connection.request("POST" if body is not None else "GET", parts.path, body=body, headers=headers)
@@ -52,13 +50,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--webhook-secret", help="POST signed platform events instead of GET")
-    parser.add_argument("--module", default="")
+    parser.add_argument("--app-folder", type=Path, help="the rendered app whose helpers build and sign events")
     args = parser.parse_args()
     latencies: list[float] = []
     errors: list[int] = []
     deadline = time.perf_counter() + args.duration
     threads = [
-        threading.Thread(target=worker, args=(args.url, deadline, args.webhook_secret, args.module, latencies, errors))
+        threading.Thread(
+            target=worker, args=(args.url, deadline, args.webhook_secret, args.app_folder, latencies, errors)
+        )
         for _ in range(args.concurrency)
     ]
     started = time.perf_counter()

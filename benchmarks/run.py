@@ -5,11 +5,14 @@
 
 1. `copier copy` of this template (one app, three environments) vs a one-file template (copier's floor).
 2. `copier update` of one app between two releases vs the same floor updated between two releases.
-3. The generated app under its production gunicorn settings (2 workers x 4 gthreads) vs a bare Flask app
-   under the same settings: requests/s and p50/p99 for GET /health and signed POST /webhook, from a load
-   generator in its own process (benchmarks/load.py), on loopback.
+3. The generated app under its production gunicorn settings (2 workers x 4 threads, its own worker) vs a
+   bare Flask app under the same settings and gunicorn's stock gthread worker: requests/s and p50/p99 for
+   GET /health and signed POST /webhook, from a load generator in its own process (benchmarks/load.py).
 4. Cold start to the first 200 on /health, generated vs bare.
-5. Installed size of the app's runtime dependencies (what the image carries).
+5. 16 slow clients trickling headers or bodies: /health p99 and failures meanwhile, and whether the
+   slow connections are cut.
+6. Shutdown: a burst of events to a 5 s handler, then SIGTERM: events acknowledged (2xx) vs completed.
+7. Installed size of the app's runtime dependencies (what the image carries).
 A and B run side by side in every repetition, alternating which goes first; the app's ratios are medians
 of the per-repetition ratios (this machine's throughput drifts for both apps alike).
 """
@@ -17,7 +20,6 @@ of the per-repetition ratios (this machine's throughput drifts for both apps ali
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,39 +36,25 @@ from typing import TypeVar
 
 import pyrage
 
-from tools.net import free_port, wait_for_http
 from tools.template_repo import TemplateRepo, configure, git
+
+from .serving import (
+    PROBE_TIMEOUT,
+    SLOW_CLIENTS,
+    Target,
+    cold_start,
+    install_app,
+    load,
+    runtime_size_mb,
+    shutdown,
+    slow_clients,
+)
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 APP = "bench_app"
-SECRET = "bench-secret"
 ENVIRONMENTS = "[dev, staging, prod]"
-
-BARE_APP = """
-from flask import Flask, jsonify, request
-
-app = Flask(__name__)
-
-
-@app.get("/health")
-def health():
-    return jsonify(status="ok")
-
-
-@app.post("/webhook")
-def webhook():
-    request.get_data()
-    return jsonify(status="accepted"), 202
-"""
-GENERATED_APP = f'''
-from {APP} import create_app
-from {APP}.settings import Settings
-
-# The real app and webhook path (verification, parsing, filtering, dispatch) with a no-op handler.
-app = create_app(Settings(endpoint_secret="{SECRET}", module_name="{APP}"), handler=lambda event, settings: None)
-'''
 
 
 @dataclass(frozen=True)
@@ -178,123 +166,11 @@ def update_time(work: Path, template: TemplateRepo, data: list[str], answers_fil
     )
 
 
-# ---- 3 and 4: the generated app under gunicorn ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InstalledApp:
-    folder: Path  # the generated app, installed with Poetry from its lock
-    wrappers: Path  # bench_generated.py and bare_app.py
-
-    def start(self, module: str, port: int) -> subprocess.Popen[str]:
-        env = {
-            **os.environ,
-            "PATH": f"{self.folder / '.venv/bin'}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(self.wrappers),
-            "MODULE": module,
-            "APP_NAME": "app",
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "GUNICORN_LOG_LEVEL": "warning",
-        }
-        env.pop("ENCRYPTED_ENV_FILE", None)
-        return subprocess.Popen(
-            [str(self.folder / ".venv/bin/gunicorn"), "--config", "gunicorn.conf.py", "--access-logfile", "/dev/null"],
-            cwd=self.folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-
-def install_app(work: Path, key: str) -> InstalledApp:
+def render_app(work: Path, key: str) -> Path:
     repo = work / "monorepo"
-    subprocess.run(
-        copier(
-            "copy",
-            "-q",
-            "--defaults",
-            "--vcs-ref",
-            "HEAD",
-            "--data",
-            "python_version=3.11",
-            *our_data(key),
-            str(ROOT),
-            str(repo),
-        ),
-        check=True,
-        capture_output=True,
-    )
-    folder = repo / APP
-    subprocess.run(
-        [sys.executable, "-m", "poetry", "install", "--only", "main", "--no-interaction"],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "POETRY_VIRTUALENVS_IN_PROJECT": "true"},
-    )
-    wrappers = work / "wrappers"
-    wrappers.mkdir()
-    (wrappers / "bench_generated.py").write_text(GENERATED_APP)
-    (wrappers / "bare_app.py").write_text(BARE_APP)
-    return InstalledApp(folder=folder, wrappers=wrappers)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def load(app: InstalledApp, module: str, path: str, duration: float, signed: bool) -> dict[str, float]:
-    port = free_port()
-    server = app.start(module, port)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server)
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.load",
-            "--url",
-            f"http://127.0.0.1:{port}{path}",
-            "--duration",
-            str(duration),
-            "--concurrency",
-            "8",
-        ]
-        if signed:
-            command += ["--webhook-secret", SECRET, "--module", APP]
-        result = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
-        return json.loads(result.stdout)
-    finally:
-        stop(server)
-
-
-def cold_start(app: InstalledApp, module: str) -> float:
-    port = free_port()
-    started = time.perf_counter()
-    server = app.start(module, port)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server, interval=0.005)
-        return time.perf_counter() - started
-    finally:
-        stop(server)
-
-
-def runtime_size_mb(app: InstalledApp) -> tuple[float, list[tuple[str, float]]]:
-    script = (
-        "import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: "
-        "sum((f.size or 0) for f in (d.files or [])) for d in m.distributions()}))"
-    )
-    python = app.folder / ".venv/bin/python"
-    sizes = json.loads(subprocess.run([str(python), "-c", script], check=True, capture_output=True, text=True).stdout)
-    sizes.pop("pip", None)
-    total = sum(sizes.values()) / 1e6
-    largest = sorted(((name, size / 1e6) for name, size in sizes.items()), key=lambda item: -item[1])[:5]
-    return total, largest
+    command = copier("copy", "-q", "--defaults", "--vcs-ref", "HEAD", "--data", "python_version=3.11", *our_data(key))
+    subprocess.run([*command, str(ROOT), str(repo)], check=True, capture_output=True)
+    return repo / APP
 
 
 # ---- Report ---------------------------------------------------------------------------------
@@ -319,7 +195,36 @@ def machine() -> str:
     )
 
 
-def report(rows: list[Row], size: tuple[float, list[tuple[str, float]]], settings: str, notes: list[str]) -> str:
+def side_by_side(
+    slow: list[tuple[dict[str, float], dict[str, float]]], stop: tuple[dict[str, float], dict[str, float]]
+) -> list[str]:
+    """The slow-client and shutdown figures, generated app beside bare Flask."""
+
+    def both(key: str, runs: list[tuple[dict[str, float], dict[str, float]]], form: str) -> str:
+        values = [statistics.median(r[side][key] for r in runs) for side in (0, 1)]
+        return " | ".join("-" if value != value else form.format(value) for value in values)  # NaN: none
+
+    ours_stop, bare_stop = stop
+    return [
+        "| Under 16 slow clients, and at shutdown | Generated app | Bare Flask |",
+        "|---|---:|---:|",
+        f"| GET /health failed ({PROBE_TIMEOUT:g} s timeout), median of runs | {both('failures', slow, '{:.0f}')} |",
+        f"| GET /health probes sent, median of runs | {both('probes', slow, '{:.0f}')} |",
+        f"| GET /health p99 (a failure counts as {PROBE_TIMEOUT:g} s) | {both('p99_ms', slow, '{:.1f} ms')} |",
+        f"| slow clients cut by the server | {both('cut', slow, '{:.0f}')} |",
+        f"| ... the last one after (median of runs) | {both('cut_after_s', slow, '{:.1f} s')} |",
+        f"| events sent, then SIGTERM | {ours_stop['events']:.0f} | {bare_stop['events']:.0f} |",
+        f"| acknowledged (2xx) | {ours_stop['acknowledged']:.0f} | {bare_stop['acknowledged']:.0f} |",
+        f"| acknowledged and completed | {ours_stop['completed']:.0f} | {bare_stop['completed']:.0f} |",
+        f"| **acknowledged but lost** | **{ours_stop['lost']:.0f}** | **{bare_stop['lost']:.0f}** |",
+        f"| refused with 5xx (retried) | {ours_stop['refused_5xx']:.0f} | {bare_stop['refused_5xx']:.0f} |",
+        f"| SIGTERM to exit | {ours_stop['stop_s']:.1f} s | {bare_stop['stop_s']:.1f} s |",
+    ]
+
+
+def report(
+    rows: list[Row], extra: list[str], size: tuple[float, list[tuple[str, float]]], settings: str, notes: list[str]
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -335,6 +240,8 @@ def report(rows: list[Row], size: tuple[float, list[tuple[str, float]]], setting
         )
     total, largest = size
     lines += [
+        "",
+        *extra,
         "",
         f"Runtime dependencies installed in the image: {total:.1f} MB "
         f"(largest: {', '.join(f'{name} {mb:.1f} MB' for name, mb in largest)}).",
@@ -354,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.repetitions, args.duration = 1, 0.5
+    burst, handler_seconds = (30, 3.0) if args.quick else (100, 5.0)
     settings = f"--repetitions {args.repetitions} --duration {args.duration}"
     key = str(pyrage.x25519.Identity.generate().to_public())
     rows: list[Row] = []
@@ -376,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Row("`copier update` (one release)", *update, "s", "<= 1.3x", higher_is_better=False))
 
         print("installing the generated app ...", flush=True)
-        app = install_app(work, key)
+        app = install_app(render_app(work, key), work)
+        generated, bare = app.generated, Target("bare_app", worker_class="gthread")
         for label, path, signed, target in [
             ("GET /health", "/health", False, ">= 0.9x"),
             ("signed POST /webhook", "/webhook", True, ">= 0.7x"),
@@ -384,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load: {label} ...", flush=True)
             runs = paired(
                 args.repetitions,
-                partial(load, app, "bench_generated", path, args.duration, signed),
-                partial(load, app, "bare_app", path, args.duration, signed),
+                partial(load, app, generated, path, args.duration, signed),
+                partial(load, app, bare, path, args.duration, signed),
             )
             for metric, unit, better, goal in [
                 ("rps", "req/s", True, target),
@@ -402,13 +311,34 @@ def main(argv: list[str] | None = None) -> int:
                 f"of {sum(r[0]['requests'] + r[1]['requests'] for r in runs)} requests."
             )
         print("cold start ...", flush=True)
-        start = median_pair(
-            max(args.repetitions, 3), lambda: cold_start(app, "bench_generated"), lambda: cold_start(app, "bare_app")
-        )
+        start = median_pair(max(args.repetitions, 3), lambda: cold_start(app, generated), lambda: cold_start(app, bare))
         rows.append(Row("cold start to first 200 on /health", *start, "s", "<= 1.5x", higher_is_better=False))
+
+        print("slow clients ...", flush=True)
+        probe, cut_within = (1.0, 13.0) if args.quick else (5.0, 15.0)
+        slow = paired(
+            min(args.repetitions, 3),
+            partial(slow_clients, app, generated, probe, cut_within),
+            partial(slow_clients, app, bare, probe, cut_within),
+        )
+        ours_p99 = statistics.median(r[0]["p99_ms"] for r in slow)
+        bare_p99 = statistics.median(r[1]["p99_ms"] for r in slow)
+        rows.append(Row(f"GET /health p99 under {SLOW_CLIENTS} slow clients", ours_p99, bare_p99, "ms", "", False))
+
+        print("shutdown ...", flush=True)
+        stopped = (
+            shutdown(app, generated, burst, handler_seconds, work),
+            shutdown(app, Target("bare_queue_app", worker_class="gthread"), burst, handler_seconds, work),
+        )
+        notes.append(
+            f"Shutdown: {burst} signed events, 16 at a time, to a handler that takes {handler_seconds:g} s, then "
+            "SIGTERM (Azure kills 30 s later). Bare Flask hands events to a 4-thread pool and answers 202, "
+            "as the platform docs advise; the generated app accepts what its pool can finish in the drain "
+            "budget (HANDLER_TIMEOUT, graceful_timeout) and answers the rest 503, which the platform retries."
+        )
         size = runtime_size_mb(app)
 
-    text = report(rows, size, settings, notes)
+    text = report(rows, side_by_side(slow, stopped), size, settings, notes)
     args.output.write_text(text)
     print(text)
     return 0

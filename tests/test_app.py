@@ -1,22 +1,23 @@
 """The generated app, installed with the real Poetry from its shipped lock file, passes its own
-tests and lint, serves locally, and its lock files are fresh for every supported Python."""
+tests, lint and mypy --strict, serves locally, and its lock files are fresh for every supported Python."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import signal
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
 from pathlib import Path
 
 import jinja2
 import pytest
 
 from tools.net import free_port, wait_for_http
+from tools.platform_events import app_module
 
 from .conftest import APP, PYTHONS, TEMPLATE, InstalledApp, run, tool_env
 
@@ -37,6 +38,15 @@ def test_generated_code_is_ruff_clean(installed_app: InstalledApp) -> None:
     scripts = installed_app.repo / "scripts"
     run(installed_app.bin / "ruff", "check", "--select", "E,F,W,I,B,UP,SIM", "--line-length", "120", scripts)
     run(installed_app.bin / "ruff", "format", "--check", "--line-length", "120", scripts)
+
+
+def test_generated_code_passes_mypy_strict(installed_app: InstalledApp) -> None:
+    """With the generated pyproject's own configuration (strict, the app package and its tests)."""
+    result = run(installed_app.bin / "mypy", cwd=installed_app.folder, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
+    config = (installed_app.folder / "pyproject.toml").read_text()
+    assert "strict = true" in config
 
 
 @pytest.mark.parametrize("python", PYTHONS)
@@ -85,14 +95,24 @@ def test_app_name_refusals_cover_every_installed_module(installed_app: Installed
     assert candidates - {"_virtualenv"} <= reserved, f"add to DEPENDENCY_MODULES: {sorted(candidates - reserved)}"
 
 
-def test_local_run_with_reload_serves_health(installed_app: InstalledApp, spawn) -> None:
-    port = free_port()
-    process = spawn(
-        [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
-        cwd=installed_app.folder,
-        env=tool_env(),
-    )
-    assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+def test_local_run_with_reload_serves_health_and_handles_unsigned_events(installed_app: InstalledApp, spawn) -> None:
+    """`flask run` as the README says, no ENDPOINT_SECRET: local development needs no extra step."""
+    testing = app_module(installed_app.folder, "testing")
+    with testing.FakePlatform() as platform:
+        port = free_port()
+        process = spawn(
+            [installed_app.bin / "flask", "--app", APP, "run", "--reload", "--port", str(port)],
+            cwd=installed_app.folder,
+            env=tool_env(API_KEY="k", APP_ID="a", API_BASE=platform.url),
+        )
+        assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
+        body = testing.body_of(testing.make_event(APP))
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+        assert len(platform.wait_for(2, timeout=30)) == 2  # the example handler answered in the chat
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl+C, as a developer stops it: the app cleans up after itself
+    assert process.wait(15) == 0
 
 
 def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: InstalledApp, spawn) -> None:
@@ -106,28 +126,11 @@ def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: Inst
     assert wait_for_http(f"http://127.0.0.1:{port}/health", process) == b'{"status":"ok"}\n'
 
 
-class _SilentStream(BaseHTTPRequestHandler):
-    """An Event Socket that accepts the stream and sends only keep-alive comments."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        for _ in range(100):
-            self.wfile.write(b": keep-alive\n\n")
-            self.wfile.flush()
-            time.sleep(0.1)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_event_socket_bridge_runs_as_documented_and_stops_cleanly_on_ctrl_c(installed_app: InstalledApp, spawn) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _SilentStream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = tool_env(BASE_URL=f"http://127.0.0.1:{server.server_port}", API_KEY="k", APP_ID="a", COMPANY_ID="c")
-    process = spawn([installed_app.bin / "python", "-m", f"{APP}.event_socket"], cwd=installed_app.folder, env=env)
-    try:
+    testing = app_module(installed_app.folder, "testing")
+    with testing.FakePlatform() as platform:  # a stream that stays open and silent
+        env = tool_env(BASE_URL=platform.url, API_KEY="k", APP_ID="a", COMPANY_ID="c")
+        process = spawn([installed_app.bin / "python", "-m", f"{APP}.event_socket"], cwd=installed_app.folder, env=env)
         deadline = time.monotonic() + 20
         output = ""
         while "connected to" not in output and time.monotonic() < deadline:
@@ -135,8 +138,6 @@ def test_event_socket_bridge_runs_as_documented_and_stops_cleanly_on_ctrl_c(inst
         assert "connected to" in output, output
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=15)
-    finally:
-        server.shutdown()
     assert process.returncode == 0
     assert "stopped after 0 events" in rest
     assert "Traceback" not in output + rest

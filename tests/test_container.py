@@ -16,16 +16,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from tools.net import free_port, wait_for_http
-from tools.platform_events import chosen_event, signed_headers
+from tools.platform_events import app_module, signed_event
 
 from .conftest import APP, VENV_BIN, InstalledApp, new_age_key, run
 
@@ -34,30 +33,11 @@ pytestmark = pytest.mark.slow
 SECRET = "whsec_e2e-" + "x" * 20
 
 
-class FakePlatformApi(BaseHTTPRequestHandler):
-    calls: ClassVar[list[tuple[str, str, dict[str, str]]]] = []
-
-    def do_PATCH(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        FakePlatformApi.calls.append((self.command, self.path, dict(self.headers)))
-        body = json.dumps({"id": self.path.rsplit("/", 1)[-1], "object": "message"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def platform_api() -> Iterator[str]:
-    FakePlatformApi.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePlatformApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+def platform(installed_app: InstalledApp) -> Iterator[Any]:
+    """The app's own fake platform API (`<app>.testing.FakePlatform`) on loopback."""
+    with app_module(installed_app.folder, "testing").FakePlatform() as fake:
+        yield fake
 
 
 @dataclass(frozen=True)
@@ -117,8 +97,8 @@ def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
         (app.folder / ".env.enc").write_text("")
 
 
-def event(module: str = APP) -> bytes:
-    return chosen_event(module)
+def event(container: Container, secret: str = SECRET, module: str = APP) -> tuple[bytes, dict[str, str]]:
+    return signed_event(container.app.folder, secret, module)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -144,11 +124,9 @@ def test_image_runs_as_non_root_and_starts_gunicorn_from_the_app_config(containe
     assert container.image.cmd == ["gunicorn", "--config", "gunicorn.conf.py"]
 
 
-def test_encrypted_settings_reach_the_app_and_webhooks_work(
-    container: Container, spawn: Any, platform_api: str
-) -> None:
+def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container, spawn: Any, platform: Any) -> None:
     settings = (
-        f"API_KEY=key_e2e\nAPP_ID=app_e2e\nAPI_BASE={platform_api}\nENDPOINT_SECRET={SECRET}\n"
+        f"API_KEY=key_e2e\nAPP_ID=app_e2e\nAPI_BASE={platform.url}\nENDPOINT_SECRET={SECRET}\n"
         f'MODULE_NAME={APP}\nGREETING="hello # not a comment"\n'
     )
     encrypt_settings(container.app, container.folder, settings)
@@ -163,22 +141,23 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(
     base = f"http://127.0.0.1:{port}"
     assert wait_for_http(f"{base}/health", process) == b'{"status":"ok"}\n'
 
-    body, other = event(), event("other")
-    assert post(f"{base}/webhook", body, signed_headers(body, "wrong-secret")) == 401
+    body, headers = event(container)
+    assert post(f"{base}/webhook", body, event(container, secret="wrong-secret")[1] | {"X-Unique-Id": "x"}) == 401
     assert post(f"{base}/webhook", body, {"Content-Type": "application/json"}) == 401
-    assert post(f"{base}/webhook", body, signed_headers(body, SECRET)) == 202
-    assert post(f"{base}/webhook", other, signed_headers(other, SECRET)) == 200  # another module's event: acknowledged
+    assert post(f"{base}/webhook", body, headers) == 202
+    assert post(f"{base}/webhook", *event(container, module="other")) == 200  # another module's event: acknowledged
 
-    deadline = time.monotonic() + 10  # the handler answered in the chat with the decrypted API key
-    while not FakePlatformApi.calls and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [(method, path, headers)] = FakePlatformApi.calls
-    assert (method, path, headers["Authorization"], headers["x-app-id"]) == (
+    # The example handler answered in the chat through unique_sdk, with the decrypted API key.
+    stream, complete = platform.wait_for(2, timeout=30)
+    assert [stream.method, stream.path, complete.method, complete.path] == [
+        "POST",
+        "/integrated/chat/stream-completions",
         "PATCH",
-        "/messages/m_2",
-        "Bearer key_e2e",
-        "app_e2e",
-    )
+        "/messages/msg_assistant_1",
+    ]
+    assert {call.headers["authorization"] for call in (stream, complete)} == {"Bearer key_e2e"}
+    assert {call.headers["x-app-id"] for call in (stream, complete)} == {"app_e2e"}
+    assert complete.body["completedAt"]
 
     workers = children(process.pid)
     assert len(workers) == 2  # gunicorn_workers default
@@ -188,30 +167,123 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(
         assert env["ENDPOINT_SECRET"] == SECRET
         assert env["GREETING"] == "hello # not a comment"
 
-    with ThreadPoolExecutor(16) as pool:  # more than 2 workers x 4 threads at once
-        bodies = [event() for _ in range(32)]
-        statuses = list(pool.map(lambda b: post(f"{base}/webhook", b, signed_headers(b, SECRET)), bodies))
-    assert statuses == [202] * 32
+    # A burst: a worker acknowledges what its handler pool can finish if the replica is stopped
+    # (HANDLER_THREADS x 24 s // HANDLER_TIMEOUT = 8 x 1 at a time with the defaults), the rest get 503.
+    with ThreadPoolExecutor(16) as pool:
+        deliveries = [event(container) for _ in range(40)]
+        statuses = list(pool.map(lambda delivery: post(f"{base}/webhook", *delivery), deliveries))
+    assert set(statuses) <= {202, 503}
+    assert statuses.count(202) >= 8
+    platform.wait_for(2 + 2 * statuses.count(202), timeout=30)  # every acknowledged event was answered
+    assert len(platform.api_calls()) == 2 + 2 * statuses.count(202)
 
     process.terminate()
-    log = process.communicate(timeout=15)[0]
-    assert "Using worker: gthread" in log
+    log = process.communicate(timeout=40)[0]
+    assert f"Using worker: {APP}.server.BufferingWorker" in log
     assert log.count("Booting worker") == 2
     assert SECRET not in log
     assert "key_e2e" not in log
     assert container.app.key.private not in log
 
 
-def test_empty_encrypted_file_starts_without_secrets_and_says_so(container: Container, spawn: Any) -> None:
+def test_without_a_secret_the_deployed_app_acts_on_nothing_and_says_what_to_set(
+    container: Container, spawn: Any
+) -> None:
+    """The first deploy has no ENDPOINT_SECRET: events get 503 (the platform retries them), none runs."""
     (container.folder / ".env.enc").write_text("")
     port = free_port()
     process = spawn(container.image.cmd, cwd=container.folder, env=container.environment(port))
     wait_for_http(f"http://127.0.0.1:{port}/health", process)
-    assert post(f"http://127.0.0.1:{port}/webhook", event(), {"Content-Type": "application/json"}) == 202
+    body, _ = event(container, secret="")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 503
+    assert int(refused.value.headers["Retry-After"]) > 0
     process.terminate()
-    log = process.communicate(timeout=15)[0]
+    log = process.communicate(timeout=40)[0]
     assert ".env.enc is empty: starting without secrets" in log
-    assert "signatures are NOT verified" in log
+    assert "Put the platform's signing secret for this webhook into ENDPOINT_SECRET" in log
+
+
+def test_the_local_image_takes_unsigned_events_with_no_extra_step(
+    container: Container, spawn: Any, platform: Any
+) -> None:
+    """docker compose runs Dockerfile.local's CMD with its ENV (ENCRYPTED_ENV_FILE empty) and .env."""
+    local = image_contract(container.app.repo / "Dockerfile.local")
+    assert re.search(r"^ENV ENCRYPTED_ENV_FILE=$", (container.app.repo / "Dockerfile.local").read_text(), re.MULTILINE)
+    port = free_port()
+    dotenv = {"API_KEY": "k", "APP_ID": "a", "API_BASE": platform.url}  # what compose passes from .env
+    process = spawn(local.cmd, cwd=container.folder, env=container.environment(port, ENCRYPTED_ENV_FILE="", **dotenv))
+    wait_for_http(f"http://127.0.0.1:{port}/health", process)
+    body, headers = event(container, secret="")
+    assert post(f"http://127.0.0.1:{port}/webhook", body, headers) == 202
+    assert len(platform.wait_for(2, timeout=30)) == 2  # handled: answered in the chat
+
+
+def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container, spawn: Any, tmp_path: Path) -> None:
+    """Azure sends SIGTERM and kills 30 s later. A 5 s handler, 100 events, then SIGTERM: every event
+    answered 2xx runs to completion, the others got 5xx (the platform retries them)."""
+    encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={SECRET}\nHANDLER_TIMEOUT=5\n")
+    port = free_port()
+    env = container.environment(
+        port,
+        SOPS_AGE_KEY=container.app.key.private,
+        MODULE=f"{APP}.testing",  # the app with a handler that takes 5 s, then records the event id
+        APP_NAME="recording_app",
+        RECORDING_APP_SECONDS="5",
+        RECORDING_APP_DONE_FILE=str(tmp_path / "done.txt"),
+    )
+    process = spawn(container.image.cmd, cwd=container.folder, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/health", process)
+
+    deliveries = [event(container) for _ in range(100)]
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda delivery: post(f"{base}/webhook", *delivery), deliveries))
+    started = time.monotonic()
+    process.terminate()
+    log = process.communicate(timeout=40)[0]
+    stopped_after = time.monotonic() - started
+
+    ids = [json.loads(body)["id"] for body, _ in deliveries]
+    acknowledged = [event_id for event_id, status in zip(ids, statuses, strict=True) if status == 202]
+    done = (tmp_path / "done.txt").read_text().split()
+    assert set(statuses) == {202, 503}, statuses
+    assert sorted(done) == sorted(acknowledged), "an acknowledged event was lost"
+    assert stopped_after < 30, "Azure would have killed the container"
+    assert "cut by shutdown" not in log
+
+
+def health(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def test_slow_clients_cannot_starve_health_and_are_cut(container: Container, spawn: Any) -> None:
+    """16 clients trickling headers or bodies (more than 2 workers x 4 threads), production defaults."""
+    (container.folder / ".env.enc").write_text("")
+    port = free_port()
+    process = spawn(container.image.cmd, cwd=container.folder, env=container.environment(port))
+    wait_for_http(f"http://127.0.0.1:{port}/health", process)
+    trickle = app_module(container.app.folder, "testing").trickle
+    firsts = [b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "] * 8
+    firsts += [b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"] * 8
+    stop = threading.Event()
+    with ThreadPoolExecutor(16) as pool:
+        slow = [pool.submit(trickle, port, first, stop, 0.5) for first in firsts]
+        time.sleep(1)
+        statuses = [health(port) for _ in range(8)]
+        wait(slow, timeout=60)
+        stop.set()
+        cut_after = [future.result() for future in slow]
+    assert statuses == [200] * 8
+    assert None not in cut_after, "slow clients must be cut (GUNICORN_READ_TIMEOUT, 10 s by default)"
+    process.terminate()
+    assert "no complete request within 10 s" in process.communicate(timeout=40)[0]
 
 
 @pytest.mark.parametrize("case", ["wrong-key", "no-key", "missing-file"])

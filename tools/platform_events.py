@@ -1,44 +1,36 @@
-"""Platform webhook events, built and signed as the Unique platform does (for tests and benchmarks)."""
+"""The platform doubles of a rendered app (`<app>.testing`, `<app>.signing`), for this repository's tests
+and benchmarks.
+
+One implementation of the event builder, webhook signing and the fake platform API: the generated
+app's own, which its own tests exercise and its Event Socket bridge uses. Those modules import only
+the standard library, so they load here without the app's dependencies.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
-import uuid
-from datetime import UTC, datetime
-
-EXTERNAL_MODULE_CHOSEN = "unique.chat.external-module.chosen"
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
 
 
-def chosen_event(module: str) -> bytes:
-    """A fresh `unique.chat.external-module.chosen` event for `module`, as the raw JSON body."""
-    now = datetime.now(UTC).isoformat()
-    return json.dumps(
-        {
-            "id": f"evt_{uuid.uuid4().hex}",
-            "version": "1",
-            "event": EXTERNAL_MODULE_CHOSEN,
-            "createdAt": now,
-            "userId": "user_1",
-            "companyId": "company_1",
-            "payload": {
-                "name": module,
-                "chatId": "chat_1",
-                "assistantId": "assistant_1",
-                "userMessage": {"id": "m_1", "text": "Hi", "createdAt": now},
-                "assistantMessage": {"id": "m_2", "createdAt": now},
-                "configuration": {},
-            },
-        }
-    ).encode()
+def app_module(app_folder: Path, name: str) -> ModuleType:
+    """`<app>.<name>` imported from `app_folder` (the folder holding the app's package and pyproject.toml)."""
+    package = app_folder.name
+    loaded = sys.modules.get(package)
+    if loaded is not None and Path(loaded.__file__ or "").parent != app_folder / package:
+        for module in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+            del sys.modules[module]  # another render of an app with the same name
+    if str(app_folder) not in sys.path:
+        sys.path.insert(0, str(app_folder))
+    return importlib.import_module(f"{package}.{name}")
 
 
-def signed_headers(body: bytes, secret: str) -> dict[str, str]:
-    """The headers of a webhook delivery: HMAC-SHA256 of the raw body, hex, and the time it was sent."""
-    return {
-        "Content-Type": "application/json",
-        "X-Unique-Created-At": str(int(time.time())),
-        "X-Unique-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-    }
+def signed_event(app_folder: Path, secret: str, module: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """A fresh external-module event for `module` (default: the app's name), as the body and headers
+    of a signed webhook delivery."""
+    testing, signing = app_module(app_folder, "testing"), app_module(app_folder, "signing")
+    event = testing.make_event(module or app_folder.name)
+    body: bytes = testing.body_of(event)
+    headers: dict[str, str] = signing.delivery_headers(body, secret, event)
+    return body, headers

@@ -3,8 +3,9 @@
     .venv/bin/python -m tools.refresh_locks              # re-lock, keeping current pins where still valid
     .venv/bin/python -m tools.refresh_locks --upgrade    # re-resolve everything to the newest allowed versions
 
-Renders the app's pyproject.toml for each Python choice in copier.yml, runs the pinned Poetry on
-it, and writes locks/python-<version>/poetry.lock. tests/test_app.py fails when a lock is stale.
+Renders the app's pyproject.toml from the working tree (uncommitted changes included) for each Python
+choice in copier.yml, runs the pinned Poetry on it, and writes locks/python-<version>/poetry.lock.
+tests/test_app.py fails when a lock is stale.
 """
 
 from __future__ import annotations
@@ -42,14 +43,10 @@ def render_pyproject(python_version: str, destination: Path) -> Path:
         },
         defaults=True,
         quiet=True,
-        vcs_ref="HEAD" if (ROOT / ".git").exists() and not _dirty() else None,
+        vcs_ref="HEAD",  # the working tree, uncommitted changes included (not the newest tag)
         exclude=["*/poetry.lock"],
     )
     return destination / APP
-
-
-def _dirty() -> bool:
-    return bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout)
 
 
 def refresh(python_version: str, upgrade: bool) -> Path:

@@ -12,10 +12,10 @@ request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _FORMAT = "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stdout is at the time, so redirection (and pytest's capsys) sees it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 

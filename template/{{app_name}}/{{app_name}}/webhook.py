@@ -1,7 +1,9 @@
-"""POST /webhook: verify, filter, acknowledge at once, handle in the background.
+"""POST /webhook: check the delivery, acknowledge at once, handle the event in the background.
 
-The platform retries 3xx, 429 and 5xx and gives up for good on any other 4xx, so:
-events for other modules or of other types get 2xx (ignored), never 4xx; a full pool gets 503.
+The platform's delivery rules (unique_sdk/docs/webhooks.md): 2xx is delivered; 3xx, 429 and 5xx are
+retried up to five times with exponential backoff; any other status expires the delivery for good.
+So 4xx only for what no retry can fix (forged, malformed, too old or too large), 5xx whenever a retry
+may succeed (no secret configured yet, pool full, replica stopping), 2xx for events that are not ours.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import unique_sdk
 from flask import Blueprint, Response, current_app, request
 
-from .dispatch import BoundedExecutor, SeenIds
+from .dispatch import DeliveredIds, HandlerPool
 from .events import EXTERNAL_MODULE_CHOSEN, Event, InvalidEvent, parse_event
 from .settings import Settings
+from .signing import CREATED_AT_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
 logger = logging.getLogger(__name__)
 
-TOLERANCE_SECONDS = 300
-SIGNATURE_HEADER = "X-Unique-Signature"
-CREATED_AT_HEADER = "X-Unique-Created-At"
+FUTURE_SKEW = timedelta(seconds=300)  # clock difference tolerated for a signed createdAt in the future
 HANDLED_EVENTS = frozenset({EXTERNAL_MODULE_CHOSEN})
+UNCONFIGURED = (
+    "ENDPOINT_SECRET is not set: /webhook answers 503 so the platform retries its events. Put the "
+    "platform's signing secret for this webhook into ENDPOINT_SECRET in the encrypted env file "
+    "(python scripts/env_secrets.py edit <app>) and deploy again."
+)
 
 EventHandler = Callable[[Event, Settings], None]
 blueprint = Blueprint("webhook", __name__)
@@ -35,77 +40,87 @@ class WebhookState:
     """What the webhook route needs; one per app, stored in app.extensions."""
 
     settings: Settings
-    handler: EventHandler
-    executor: BoundedExecutor
-    seen: SeenIds
+    load_handler: Callable[[Settings], EventHandler]
+    pool: HandlerPool
+    delivered: DeliveredIds
 
 
 def state() -> WebhookState:
-    return current_app.extensions["webhook"]
+    webhook: WebhookState = current_app.extensions["webhook"]
+    return webhook
 
 
-def _reply(status: int, outcome: str, **extra: str) -> Response:
-    return Response(json.dumps({"status": outcome, **extra}), status, mimetype="application/json")
+def reply(status: int, outcome: str, retry_after: int | None = None, **extra: str) -> Response:
+    response = Response(json.dumps({"status": outcome, **extra}), status, mimetype="application/json")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @blueprint.post("/webhook")
 def receive() -> Response:
     webhook = state()
-    body = request.get_data(cache=False)  # the raw bytes: the signature covers exactly these
+    settings = webhook.settings
+    if settings.deployed and not settings.endpoint_secret:
+        logger.error(UNCONFIGURED)
+        return reply(503, "not configured", retry_after=300, error="ENDPOINT_SECRET is not set")
+    body = request.get_data(cache=False)  # the raw bytes (at most WEBHOOK_MAX_BYTES, else 413)
     try:
-        event = _verified_event(body, webhook.settings)
-    except unique_sdk.SignatureVerificationError as error:
-        logger.warning("webhook refused: %s", error.args[0] if error.args else "bad signature")
-        return _reply(401, "unauthorized", error="signature missing, wrong or stale")
+        event = _checked_event(body, settings)
+    except SignatureError as error:
+        logger.warning("webhook refused: %s", error)
+        return reply(401, "unauthorized", error=str(error))
     except InvalidEvent as error:
         logger.warning("webhook refused: %s", error)
-        return _reply(400, "invalid", error=str(error))
+        return reply(400, "invalid", error=str(error))
 
-    if not _is_for_this_app(event, webhook.settings):
-        return _reply(200, "ignored")
-    if _is_stale(event):
-        logger.warning("webhook refused: event %s was created at %s (replay?)", event.id, event.created_at)
-        return _reply(401, "unauthorized", error="event is older than the tolerance")
-    if not webhook.seen.first_time(event.id):
-        return _reply(200, "duplicate")
-    if not webhook.executor.submit(lambda: webhook.handler(event, webhook.settings)):
-        webhook.seen.forget(event.id)  # 503 makes the platform retry: the retry must not look like a duplicate
-        logger.warning("webhook refused: handler pool is full (event %s)", event.id)
-        response = _reply(503, "busy", error="too many events in progress, retry later")
-        response.headers["Retry-After"] = "5"
-        return response
-    logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
-    return _reply(202, "accepted")
-
-
-def _verified_event(body: bytes, settings: Settings) -> Event:
-    """The parsed event; raises SignatureVerificationError (-> 401) or InvalidEvent (-> 400)."""
-    if settings.verifies_signatures:
-        # The SDK's check (what Webhook.construct_event runs), without building an SDK object we do not use.
-        unique_sdk.WebhookSignature.verify_header(
-            body.decode("utf-8", errors="replace"),
-            request.headers.get(SIGNATURE_HEADER, ""),
-            _header_timestamp(),
-            settings.endpoint_secret,
-            TOLERANCE_SECONDS,
-        )
-    else:
-        logger.warning("ENDPOINT_SECRET is not set: this webhook's signature was NOT verified")
-    return parse_event(body)
-
-
-def _header_timestamp() -> int:
-    raw = request.headers.get(CREATED_AT_HEADER, "")
+    if not _is_for_this_app(event, settings):
+        return reply(200, "ignored")
     try:
-        return int(raw)
-    except ValueError:
-        raise unique_sdk.SignatureVerificationError(f"{CREATED_AT_HEADER} is missing or not unix seconds") from None
+        handler = webhook.load_handler(settings)  # the first event pays for importing it
+    except Exception:
+        logger.exception("event %s: the handler cannot be loaded; answering 503 so the platform retries", event.id)
+        return reply(503, "unavailable", retry_after=60, error="the event handler cannot be loaded")
+    if not webhook.delivered.first_time(event.id):
+        return reply(200, "duplicate")
+    if not webhook.pool.submit(event.id, lambda: handler(event, settings)):
+        webhook.delivered.forget(event.id)  # the platform retries: the retry must not look like a duplicate
+        return _busy(webhook.pool, event)
+    logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
+    return reply(202, "accepted")
+
+
+def _checked_event(body: bytes, settings: Settings) -> Event:
+    """The event of a genuine, fresh delivery; SignatureError (-> 401) or InvalidEvent (-> 400) otherwise.
+
+    The signature is checked before the body is parsed. It covers the body only, not the delivery
+    time header, so a replay could refresh that header: the signed createdAt must be fresh too.
+    """
+    if settings.endpoint_secret:
+        headers = request.headers
+        signature, created_at = headers.get(SIGNATURE_HEADER), headers.get(CREATED_AT_HEADER)
+        verify(body, signature, created_at, settings.endpoint_secret, settings.webhook_max_age)
+    else:
+        logger.warning("ENDPOINT_SECRET is not set: accepted an unsigned event (local development only)")
+    event = parse_event(body)
+    if event.created_at is not None:
+        now = datetime.now(UTC)
+        if event.created_at < now - timedelta(seconds=settings.webhook_max_age):
+            raise SignatureError(f"event {event.id} was created more than {settings.webhook_max_age} s ago")
+        if event.created_at > now + FUTURE_SKEW:
+            raise SignatureError(f"event {event.id} was created in the future ({event.created_at.isoformat()})")
+    return event
 
 
 def _is_for_this_app(event: Event, settings: Settings) -> bool:
     return event.event in HANDLED_EVENTS and event.module_name == settings.module_name
 
 
-def _is_stale(event: Event) -> bool:
-    """The signature covers the body, not the timestamp header: check the body's own createdAt too."""
-    return datetime.now(UTC) - event.created_at > timedelta(seconds=TOLERANCE_SECONDS)
+def _busy(pool: HandlerPool, event: Event) -> Response:
+    if not pool.accepting:
+        logger.warning("webhook refused: the replica is stopping (event %s)", event.id)
+        return reply(503, "stopping", retry_after=10, error="this replica is stopping, retry later")
+    logger.warning(
+        "webhook refused: %d events in progress, the most this replica accepts (event %s)", pool.capacity, event.id
+    )
+    return reply(503, "busy", retry_after=10, error="too many events in progress, retry later")
