@@ -136,12 +136,7 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
     """Install the app as the image's deps stage does, run the image's ENTRYPOINT in a copy of the
     app folder (what `COPY . .` puts in /app) with the environment the deploy action gives, and
     return what GET / answers."""
-    text = (repo / "Dockerfile").read_text()
-    script_path, script = dockerfile.start_script(text)
-    entry = dockerfile.entrypoint(text)
-    assert entry == ["python", script_path]
-    start = tmp_path / "start.py"
-    start.write_text(script)
+    python, start = dockerfile.entrypoint_here((repo / "Dockerfile").read_text(), tmp_path)
     poetry_install(app_folder, "--only", "main", "--no-root")
     container = tmp_path / "app"
     shutil.copytree(app_folder, container, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
@@ -151,7 +146,7 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
         "MODULE": app_folder.name, "APP_NAME": "app", "ENCRYPTED_ENV_FILE": ".env.enc", "PORT": str(port),
         "SOPS_AGE_KEY": key.private,
     }  # fmt: skip
-    process = spawn([app_folder / ".venv/bin/python", start], cwd=container, env=env)
+    process = spawn([app_folder / ".venv/bin" / python, start], cwd=container, env=env)
     return wait_for_http(f"http://127.0.0.1:{port}/", process).decode()
 
 

@@ -1,9 +1,11 @@
-"""The production image's start contract, verified without a Docker engine.
+"""The production image's start contract, verified without a Docker engine (tests/test_image.py
+runs the same image under a real one).
 
-The image runs `CMD ["gunicorn", "--config", "gunicorn.conf.py"]` in /app with MODULE, APP_NAME,
-ENCRYPTED_ENV_FILE and PORT from its ENV and SOPS_AGE_KEY from the deploy action. These tests read
-that CMD and ENV from the rendered Dockerfile and run exactly that command on the app installed from
-its lock file, with real sops and a fresh age key, then talk real HTTP to the gunicorn it starts.
+The image's ENTRYPOINT runs its start script (extensions/container_start.py, written into the image)
+in /app with MODULE, APP_NAME, ENCRYPTED_ENV_FILE and PORT from its ENV and SOPS_AGE_KEY from the
+deploy action: it decrypts the settings, then execs `gunicorn --config gunicorn.conf.py`. These tests
+take that script and ENV from the rendered Dockerfile and run it on the app installed from its lock
+file, with real sops and a fresh age key, then talk real HTTP to the gunicorn it starts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tools.dockerfile import entrypoint_here
 from tools.net import free_port, wait_for_http
 from tools.platform_events import app_module, signed_event
 
@@ -49,10 +52,11 @@ class Image:
     user: str
 
 
-def image_contract(dockerfile: Path) -> Image:
+def image_contract(dockerfile: Path, directory: Path) -> Image:
+    """`cmd`: the image's ENTRYPOINT, with its start script copied into `directory`."""
     text = dockerfile.read_text()
     runtime = text[text.index("AS runtime") :]
-    cmd = json.loads(re.findall(r"^CMD (\[.*\])$", runtime, re.MULTILINE)[-1])
+    cmd = entrypoint_here(text, directory)
     env_names = set(re.findall(r"(?:ENV |^\s+)([A-Z_]+)=", runtime, re.MULTILINE))
     user = re.findall(r"^USER (\S+)$", runtime, re.MULTILINE)[-1]
     return Image(cmd=cmd, env_names=env_names, user=user)
@@ -83,7 +87,8 @@ class Container:
 def container(tmp_path: Path, installed_app: InstalledApp) -> Container:
     folder = tmp_path / "app"
     shutil.copytree(installed_app.folder, folder, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
-    return Container(folder=folder, app=installed_app, image=image_contract(installed_app.repo / "Dockerfile"))
+    image = image_contract(installed_app.repo / "Dockerfile", tmp_path)
+    return Container(folder=folder, app=installed_app, image=image)
 
 
 def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
@@ -121,7 +126,9 @@ def environ_of(pid: int) -> dict[str, str]:
 
 def test_image_runs_as_non_root_and_starts_gunicorn_from_the_app_config(container: Container) -> None:
     assert container.image.user == "app"
-    assert container.image.cmd == ["gunicorn", "--config", "gunicorn.conf.py"]
+    python, script = container.image.cmd
+    assert python == "python"  # the image's PATH starts with the app's /app/.venv/bin
+    assert 'return ["gunicorn", "--config", CONFIG]' in Path(script).read_text()
 
 
 def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container, spawn: Any, platform: Any) -> None:
@@ -210,7 +217,7 @@ def test_the_local_image_takes_unsigned_events_with_no_extra_step(
     container: Container, spawn: Any, platform: Any
 ) -> None:
     """docker compose runs Dockerfile.local's CMD with its ENV (ENCRYPTED_ENV_FILE empty) and .env."""
-    local = image_contract(container.app.repo / "Dockerfile.local")
+    local = image_contract(container.app.repo / "Dockerfile.local", container.folder.parent)
     assert re.search(r"^ENV ENCRYPTED_ENV_FILE=$", (container.app.repo / "Dockerfile.local").read_text(), re.MULTILINE)
     port = free_port()
     dotenv = {"API_KEY": "k", "APP_ID": "a", "API_BASE": platform.url}  # what compose passes from .env

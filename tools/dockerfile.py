@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from pathlib import Path
 
 START_SCRIPT = re.compile(
     r"^RUN mkdir -p \S+ && printf '%s\\n' \\\n(?P<lines>(?:    .*\\\n)+)    > (?P<path>\S+)$", re.M
@@ -27,3 +28,12 @@ def entrypoint(dockerfile: str) -> list[str]:
     """The runtime stage's ENTRYPOINT (exec form)."""
     runtime = dockerfile[dockerfile.index("AS runtime") :]
     return list(json.loads(re.findall(r"^ENTRYPOINT (\[.*\])$", runtime, re.M)[-1]))
+
+
+def entrypoint_here(dockerfile: str, directory: Path) -> list[str]:
+    """The ENTRYPOINT, runnable outside the image: the start script written to `directory`, run by the
+    `python` first on PATH (in the image: the app's /app/.venv/bin/python)."""
+    path, script = start_script(dockerfile)
+    local = directory / Path(path).name
+    local.write_text(script)
+    return [str(local) if part == path else part for part in entrypoint(dockerfile)]
