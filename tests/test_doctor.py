@@ -28,7 +28,6 @@ from tools.template_repo import TemplateRepo
 
 from . import handmade
 from .conftest import APP, TEMPLATE, AgeKey, answers, commit_all, new_age_key, new_monorepo, render, require_tool, run
-from .test_adoption import adopt
 
 SECOND = "second_app"  # environments dev and qa, one env file per environment
 WORKFLOWS = Path(".github/workflows")
@@ -733,7 +732,7 @@ def test_after_adopting_one_app_the_hand_made_one_is_listed_and_nothing_else(
 ) -> None:
     repo = handmade.handmade_monorepo(tmp_path / "monorepo", age_key, handmade_locks)
     template = TemplateRepo.from_working_tree(tmp_path / "template", tag="v1.0.0")
-    assert adopt(repo, template.path, age_key).returncode == 0
+    assert handmade.adopt(repo, template.path, handmade.QUOTES, age_key).returncode == 0
     commit_all(repo, f"Adopt {handmade.QUOTES.name}")
     result = doctor(repo, "sops", "poetry", SOPS_AGE_KEY=age_key.private)
     other = handmade.REPORTS

@@ -60,7 +60,7 @@ from tools.images import (
     run_in_image,
     sops_mirror,
 )
-from tools.platform_events import chosen_event, signed_headers
+from tools.platform_events import signed_event
 from tools.template_repo import TemplateRepo
 
 from . import handmade
@@ -72,7 +72,7 @@ TAG = "sdk-deploy-template-test/{kind}-{target}"
 APP_UID = 10001  # the Dockerfile's `useradd --uid`
 GRACE = 10  # seconds: docker stop's default (Azure Container Apps gives 30)
 FAKE_API_PORT = 9000  # the fake platform API, inside the container's own network namespace
-CALLS = "/dev/shm/platform-calls.jsonl"  # where it records the calls it gets, inside the container
+CALLS = "/dev/shm/platform-calls.json"  # where it writes the calls it got, inside the container
 
 
 def unavailable(reason: str) -> None:
@@ -341,30 +341,21 @@ def test_image_builds_and_holds_only_what_it_should(
 
 # ---- Running them -----------------------------------------------------------------------------
 
-# A stand-in for the platform's API, started inside the container (its network namespace): records
-# each call of the SDK to CALLS and answers as the API does.
+# The app's own fake platform (`<app>.testing.FakePlatform`, in the image with the app's package),
+# started inside the container (its network namespace); it writes the calls it gets to CALLS.
 _FAKE_API = f"""
-import json
-from http.server import BaseHTTPRequestHandler, HTTPServer
-class Api(BaseHTTPRequestHandler):
-    def do_PATCH(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with open("{CALLS}", "a") as calls:
-            headers = {{k.lower(): v for k, v in self.headers.items()}}
-            calls.write(json.dumps({{"method": self.command, "path": self.path, "headers": headers}}) + "\\n")
-        body = json.dumps({{"id": self.path.rsplit("/", 1)[-1], "object": "message"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-HTTPServer(("127.0.0.1", {FAKE_API_PORT}), Api).serve_forever()
+import dataclasses, json, time
+from {APP}.testing import FakePlatform
+with FakePlatform(port={FAKE_API_PORT}) as platform:
+    while True:
+        time.sleep(0.1)
+        with open("{CALLS}.tmp", "w") as calls:
+            json.dump([dataclasses.asdict(call) for call in platform.api_calls()], calls)
+        import os; os.replace("{CALLS}.tmp", "{CALLS}")
 """
 _READ_CALLS = f"""
 import json, os
-print(json.dumps([json.loads(line) for line in open("{CALLS}")] if os.path.exists("{CALLS}") else []))
+print(open("{CALLS}").read() if os.path.exists("{CALLS}") else "[]")
 """
 
 
@@ -419,17 +410,24 @@ def test_production_container_decrypts_serves_webhooks_and_stops_on_sigterm(
     container.exec_detached(_FAKE_API)
     wait_for(lambda: ("127.0.0.1", FAKE_API_PORT) in container.listening(), "the fake platform API")
     secret = app.settings["ENDPOINT_SECRET"]
-    body, forged = chosen_event(APP), chosen_event(APP)
-    status, reply = container.http("POST", "/webhook", body, signed_headers(body, secret))
+    body, headers = signed_event(app.repo / APP, secret)
+    forged, forged_headers = signed_event(app.repo / APP, "not-the-secret")
+    status, reply = container.http("POST", "/webhook", body, headers)
     assert status == 202, reply
-    status, reply = container.http("POST", "/webhook", forged, signed_headers(forged, "not-the-secret"))
+    status, reply = container.http("POST", "/webhook", forged, forged_headers)
     assert 400 <= status < 500, reply  # refused for good: the decrypted ENDPOINT_SECRET is in force
 
-    # The handler ran in a worker and called the platform with the decrypted API key.
-    [call] = wait_for(lambda: json.loads(container.exec_python(_READ_CALLS)), "the handler's call to the platform")
-    assert (call["method"], call["path"]) == ("PATCH", "/messages/m_2")
-    assert call["headers"]["authorization"] == f"Bearer {app.settings['API_KEY']}"
-    assert call["headers"]["x-app-id"] == app.settings["APP_ID"]
+    # The handler ran in a worker and answered through the platform with the decrypted API key.
+    calls = wait_for(lambda: (c := json.loads(container.exec_python(_READ_CALLS))) and len(c) >= 2 and c,
+                     "the handler's calls to the platform")  # fmt: skip
+    assert [(call["method"], call["path"]) for call in calls] == [
+        ("POST", "/integrated/chat/stream-completions"),
+        ("PATCH", "/messages/msg_assistant_1"),
+    ]
+    assert "completedAt" in calls[1]["body"]
+    for call in calls:
+        assert call["headers"]["authorization"] == f"Bearer {app.settings['API_KEY']}"
+        assert call["headers"]["x-app-id"] == app.settings["APP_ID"]
     assert_settings_reached_every_process(container, app.settings)
 
     seconds = container.stop(GRACE)  # SIGTERM, SIGKILL after GRACE seconds
@@ -488,10 +486,8 @@ def test_local_image_serves_with_the_env_file_compose_passes(
     assert container.wait_for_health() == b'{"status":"ok"}\n'
     [port] = yaml.safe_load(compose.read_text())["services"][APP]["ports"]
     assert ("0.0.0.0", int(port.rsplit(":", 1)[1])) in container.listening(), "compose publishes a port nobody serves"
-    body = chosen_event(APP)
-    status, reply = container.http(
-        "POST", "/webhook", body, signed_headers(body, app.local_settings["ENDPOINT_SECRET"])
-    )
+    body, headers = signed_event(app.repo / APP, app.local_settings["ENDPOINT_SECRET"])
+    status, reply = container.http("POST", "/webhook", body, headers)
     assert status == 202, reply
     assert_settings_reached_every_process(container, app.local_settings)
 

@@ -7,7 +7,9 @@ unsafe=True; every other render in these tests goes through copier's API without
 
 from __future__ import annotations
 
+import ast
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,15 @@ def test_template_file_names_can_be_checked_out_on_windows() -> None:
     forbidden = set('<>:"|?*\\')
     names = [p.relative_to(TEMPLATE) for p in (TEMPLATE / "template").rglob("*")]
     assert [str(n) for n in names if forbidden & set(n.name)] == []
+
+
+def test_a_description_with_backslashes_and_quotes_renders_valid_python_and_toml(
+    tmp_path: Path, age_key: AgeKey
+) -> None:
+    description = 'Reads C:\\Users\\me\\reports and "quotes" """three""" \\N{SNOWMAN} \\u00e9'
+    render(tmp_path, answers(age_key, description=description))
+    package = tmp_path / APP / APP / "__init__.py"
+    module = ast.parse(package.read_text())
+    assert ast.get_docstring(module, clean=False).splitlines()[0] == description
+    assert tomllib.loads((tmp_path / APP / "pyproject.toml").read_text())
+    assert description in (tmp_path / APP / "README.md").read_text()

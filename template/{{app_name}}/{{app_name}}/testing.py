@@ -88,15 +88,15 @@ class Stream:
 
 
 class FakePlatform:
-    """The platform on 127.0.0.1:<free port>; a context manager that stops it on exit."""
+    """The platform on 127.0.0.1:<port> (a free one by default); a context manager that stops it on exit."""
 
-    def __init__(self, streams: list[Stream] | None = None) -> None:
+    def __init__(self, streams: list[Stream] | None = None, port: int = 0) -> None:
         self.streams = list(streams or [])  # one per connection; when used up, connections stay idle
         self.failures: dict[str, int] = {}  # path suffix -> status to answer instead, e.g. a 422
         self.requests: list[Recorded] = []
         self.stopped = threading.Event()
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
 
