@@ -35,7 +35,7 @@ def test_red_code_fails_the_gate_and_every_failure_is_named(tmp_path: Path, age_
     code, output = check_app(repo)
     assert code == 1
     assert f"check_app: {APP} failed: format, types, secrets" in output
-    assert "plain env file" in output
+    assert f"{APP}/.env: env file in clear text" in output
 
 
 def test_a_missing_app_or_poetry_is_explained(tmp_path: Path, age_key: AgeKey) -> None:
