@@ -33,15 +33,16 @@ def test_the_example_holds_two_apps_and_names_no_machine_path() -> None:
 @pytest.mark.parametrize("app", APPS)
 def test_the_examples_python_is_ruff_clean(app: str) -> None:
     folder = example.MONOREPO / app
-    run(require_tool("ruff"), "check", ".", cwd=folder)
-    run(require_tool("ruff"), "format", "--check", ".", cwd=folder)
+    run(require_tool("ruff"), "check", "--no-cache", ".", cwd=folder)
+    run(require_tool("ruff"), "format", "--no-cache", "--check", ".", cwd=folder)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("app", APPS)
 def test_the_examples_python_type_checks_strictly(installed_app: InstalledApp, app: str) -> None:
     """With the generated app's own mypy configuration and its locked dependencies installed."""
-    result = run(installed_app.bin / "mypy", cwd=example.MONOREPO / app, check=False)
+    result = run(installed_app.bin / "mypy", "--cache-dir=/dev/null", cwd=example.MONOREPO / app, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    scripts = run(installed_app.bin / "mypy", "--strict", "scripts", cwd=example.MONOREPO, check=False)
+    scripts = run(installed_app.bin / "mypy", "--cache-dir=/dev/null", "--strict", "scripts", cwd=example.MONOREPO,
+                  check=False)  # fmt: skip
     assert scripts.returncode == 0, scripts.stdout + scripts.stderr

@@ -30,6 +30,7 @@ EXAMPLE = ROOT / "example"
 ANSWERS = EXAMPLE / "answers"
 MONOREPO = EXAMPLE / "monorepo"
 SOURCE = "gh:<org>/sdk-deploy-template"
+CACHES = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".venv"}  # what tools leave behind
 
 
 def render(destination: Path) -> Path:
@@ -67,7 +68,11 @@ def differences(expected: Path, actual: Path) -> list[str]:
     """A unified diff, per file, between two trees (empty when they are equal)."""
 
     def files(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not CACHES & set(p.relative_to(root).parts)
+        }
 
     want, got = files(expected), files(actual)
     out: list[str] = []

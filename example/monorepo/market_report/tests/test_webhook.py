@@ -1,0 +1,451 @@
+"""POST /webhook and GET /health, as the platform and Azure call them.
+
+The contract comes from the platform's own sources (repository Unique-AG/ai): the documented example
+events and delivery rules of unique_sdk/docs/webhooks.md, and unique_sdk's own signature check
+(unique_sdk/_webhook.py), which the app must agree with.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import unique_sdk
+from flask.testing import FlaskClient
+
+from market_report import dispatch
+from market_report.events import USER_MESSAGE_CREATED, ChatRequest, Event
+from market_report.settings import Settings
+from market_report.signing import sign
+from market_report.testing import FakePlatform
+
+from .conftest import MODULE, SECRET, AppFactory, Recorder, event, post, reply_of, signed
+
+MAX_AGE = Settings().webhook_max_age
+
+
+def documented_user_message_created(created_at: str) -> dict[str, Any]:
+    """unique_sdk/docs/webhooks.md, "User Message Created", field for field (a fresh createdAt)."""
+    return {
+        "id": "evt_...",
+        "version": "1.0.0",
+        "event": "unique.chat.user-message.created",
+        "createdAt": created_at,
+        "userId": "...",
+        "companyId": "...",
+        "payload": {"chatId": "chat_...", "assistantId": "assistant_...", "text": "Hello, how can I help you?"},
+    }
+
+
+def documented_external_module_chosen(created_at: str) -> dict[str, Any]:
+    """unique_sdk/docs/webhooks.md, "External Module Chosen", field for field (a fresh createdAt);
+    note the docs' `chatid`, where the SDK's examples and unique_toolkit write `chatId`."""
+    return {
+        "id": "evt_...",
+        "version": "1.0.0",
+        "event": "unique.chat.external-module.chosen",
+        "createdAt": created_at,
+        "userId": "...",
+        "companyId": "...",
+        "payload": {
+            "name": "example-sdk",
+            "description": "Example SDK",
+            "configuration": {},
+            "chatid": "chat_...",
+            "assistantId": "assistant_...",
+            "userMessage": {"id": "msg_...", "text": "Hello World!", "createdAt": "2024-01-01T00:00:00.000Z"},
+            "assistantMessage": {"id": "msg_...", "createdAt": "2024-01-01T00:00:00.000Z"},
+        },
+    }
+
+
+def now_seconds() -> str:
+    return str(int(time.time()))  # as the docs write it: unix seconds, as a string
+
+
+def test_health_answers_ok(client: FlaskClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["X-Request-Id"]
+
+
+def test_documented_external_module_event_is_accepted_and_handled(make_app: AppFactory, recorder: Recorder) -> None:
+    client = make_app(Settings(endpoint_secret=SECRET, module_name="example-sdk"), recorder).test_client()
+    body, headers = signed(documented_external_module_chosen(now_seconds()))
+    response = post(client, body, headers)
+    assert response.status_code == 202, response.data
+    [handled] = recorder.wait_for(1)
+    chat = ChatRequest.from_event(handled)
+    assert (chat.chat_id, chat.assistant_message_id, chat.user_text) == ("chat_...", "msg_...", "Hello World!")
+
+
+def test_documented_user_message_event_is_acknowledged(client: FlaskClient, recorder: Recorder) -> None:
+    body, headers = signed(documented_user_message_created(now_seconds()))
+    response = post(client, body, headers)
+    assert response.status_code == 200  # 2xx: delivered; this app handles external-module events only
+    assert reply_of(response)["status"] == "ignored"
+    assert recorder.events == []
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        lambda: int(time.time()),
+        lambda: str(int(time.time())),
+        lambda: int(time.time() * 1000),
+        lambda: str(int(time.time() * 1000)),
+        lambda: time.time(),
+        lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        lambda: datetime.now(UTC).astimezone(datetime.now().astimezone().tzinfo).isoformat(),
+        lambda: datetime.now(UTC).replace(tzinfo=None).isoformat(),
+        lambda: None,
+    ],
+    ids=[
+        "seconds",
+        "seconds-text",
+        "milliseconds",
+        "milliseconds-text",
+        "float",
+        "iso-z",
+        "iso-offset",
+        "iso-naive",
+        "absent",
+    ],
+)
+def test_every_created_at_the_platform_writes_is_accepted(
+    client: FlaskClient, recorder: Recorder, created_at: Any
+) -> None:
+    data = event(createdAt=created_at())
+    if data["createdAt"] is None:
+        del data["createdAt"]
+    response = post(client, *signed(data))
+    assert response.status_code == 202, response.data
+    assert [e.id for e in recorder.wait_for(1)] == [data["id"]]
+
+
+@pytest.mark.parametrize("name", ["chatId", "chatid"])
+def test_chat_id_is_read_in_both_spellings(client: FlaskClient, recorder: Recorder, name: str) -> None:
+    data = event()
+    data["payload"][name] = data["payload"].pop("chatId")
+    assert post(client, *signed(data)).status_code == 202
+    assert recorder.wait_for(1)[0].chat_id == "chat_1"
+
+
+# ---- Signatures: the app and unique_sdk decide alike --------------------------------------------
+
+
+def sdk_accepts(body: bytes, signature: str | None, created_at: str | None) -> bool:
+    try:
+        unique_sdk.Webhook.construct_event(body, signature, created_at, SECRET, MAX_AGE)
+    except unique_sdk.SignatureVerificationError:
+        return False
+    return True
+
+
+SignatureCase = Callable[[bytes, str], tuple[str | None, str | None]]
+SIGNATURE_CASES: dict[str, SignatureCase] = {
+    "good": lambda body, ts: (sign(body, SECRET), ts),
+    "wrong-secret": lambda body, ts: (sign(body, "not-the-secret"), ts),
+    "other-body": lambda body, ts: (sign(body + b" ", SECRET), ts),
+    "stale-header": lambda body, ts: (sign(body, SECRET), str(int(ts) - MAX_AGE - 5)),
+    "future-header": lambda body, ts: (sign(body, SECRET), str(int(ts) + 3600)),
+    "missing-signature": lambda body, ts: (None, ts),
+    "missing-created-at": lambda body, ts: (sign(body, SECRET), None),
+    "created-at-not-a-number": lambda body, ts: (sign(body, SECRET), "yesterday"),
+    "uppercase-hex": lambda body, ts: (sign(body, SECRET).upper(), ts),
+}
+
+
+@pytest.mark.parametrize("case", SIGNATURE_CASES)
+def test_the_app_and_unique_sdk_agree_on_every_signature(client: FlaskClient, recorder: Recorder, case: str) -> None:
+    body = json.dumps(event()).encode()
+    signature, created_at = SIGNATURE_CASES[case](body, now_seconds())
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-Unique-Signature"] = signature
+    if created_at is not None:
+        headers["X-Unique-Created-At"] = created_at
+    expected = 202 if sdk_accepts(body, signature, created_at) else 401
+    assert (case, post(client, body, headers).status_code) == (case, expected)
+    handled = recorder.wait_for(1, timeout=10 if expected == 202 else 0.5)
+    assert len(handled) == (1 if expected == 202 else 0)
+
+
+def test_a_non_ascii_signature_is_refused_where_the_sdk_crashes(client: FlaskClient) -> None:
+    body, headers = signed(event())
+    headers["X-Unique-Signature"] = "é" * 64
+    with pytest.raises(TypeError):  # hmac.compare_digest on non-ASCII text
+        unique_sdk.Webhook.construct_event(body, headers["X-Unique-Signature"], now_seconds(), SECRET, MAX_AGE)
+    assert post(client, body, headers).status_code == 401
+
+
+# ---- Freshness and repeats ----------------------------------------------------------------------
+
+
+def iso_ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("age", "status"),
+    [(40 * 60, 202), (MAX_AGE + 60, 401), (-60, 202), (-3600, 401)],
+    ids=["late-retry-40-min", "older-than-window", "slightly-ahead", "an-hour-ahead"],
+)
+def test_signed_created_at_must_be_within_the_window(client: FlaskClient, age: int, status: int) -> None:
+    """A retry after the platform's backoff is still accepted; an old or future-dated event is not
+    (the signature does not cover the delivery-time header, so a replay could refresh that)."""
+    assert post(client, *signed(event(createdAt=iso_ago(age)))).status_code == status
+
+
+def test_a_repeated_delivery_is_handled_once(client: FlaskClient, recorder: Recorder) -> None:
+    data = event()
+    assert post(client, *signed(data)).status_code == 202
+    replay = post(client, *signed(data))  # a fresh delivery-time header does not make it new
+    assert replay.status_code == 200
+    assert reply_of(replay)["status"] == "duplicate"
+    recorder.wait_for(2, timeout=0.5)
+    assert len(recorder.events) == 1
+
+
+def test_repeats_are_caught_across_the_workers_of_a_replica(
+    make_app: AppFactory, recorder: Recorder, tmp_path: Path
+) -> None:
+    shared = Settings(endpoint_secret=SECRET, module_name=MODULE, delivered_ids_dir=str(tmp_path))
+    first, second = make_app(shared, recorder).test_client(), make_app(shared, recorder).test_client()
+    data = event()
+    assert post(first, *signed(data)).status_code == 202
+    assert post(second, *signed(data)).status_code == 200
+    recorder.wait_for(2, timeout=0.5)
+    assert len(recorder.events) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [event(module="another_module"), event(event=USER_MESSAGE_CREATED), event(event="unique.other")],
+    ids=["other-module", "user-message-created", "unknown-event"],
+)
+def test_events_for_others_are_acknowledged_and_ignored(
+    client: FlaskClient, recorder: Recorder, data: dict[str, Any]
+) -> None:
+    data["createdAt"] = now_seconds()
+    response = post(client, *signed(data))
+    assert response.status_code == 200  # never 4xx: the platform would stop delivering
+    assert reply_of(response)["status"] == "ignored"
+    assert recorder.events == []
+
+
+# ---- Malformed requests: 4xx with a reason, never 5xx or a traceback -----------------------------
+
+
+def deep(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"id": "x"}',
+        json.dumps(event(payload="nope")).encode(),
+        json.dumps(event(createdAt="later")).encode(),
+        json.dumps(event(createdAt=1e300)).encode(),
+        json.dumps(event(createdAt=-5)).encode(),
+        json.dumps(event(createdAt=10**400)).encode(),
+        json.dumps(event(createdAt=True)).encode(),
+        json.dumps(event()).replace('"createdAt": "', '"createdAt": NaN, "x": "').encode(),
+        deep(50_000),
+        '{"id": "é"}'.encode("latin-1"),
+    ],
+    ids=[
+        "not-json",
+        "not-object",
+        "missing-fields",
+        "payload-not-object",
+        "created-at-text",
+        "created-at-1e300",
+        "created-at-negative",
+        "created-at-huge-int",
+        "created-at-bool",
+        "created-at-nan",
+        "deep-json-50k",
+        "not-utf-8",
+    ],
+)
+def test_a_signed_malformed_body_is_a_bad_request(client: FlaskClient, recorder: Recorder, body: bytes) -> None:
+    headers = {"Content-Type": "application/json", "X-Unique-Signature": sign(body, SECRET)}
+    response = post(client, body, headers | {"X-Unique-Created-At": now_seconds()})
+    assert response.status_code == 400, response.data
+    assert reply_of(response)["error"]
+    assert recorder.events == []
+
+
+def test_an_unsigned_malformed_body_is_unauthorized_before_it_is_parsed(client: FlaskClient) -> None:
+    response = post(client, deep(50_000), {"Content-Type": "application/json"})
+    assert response.status_code == 401
+
+
+def test_a_body_over_the_limit_gets_413_without_being_read(make_app: AppFactory, recorder: Recorder) -> None:
+    app = make_app(Settings(endpoint_secret=SECRET, module_name=MODULE, webhook_max_bytes=1024), recorder)
+
+    class Unreadable(io.RawIOBase):
+        def readinto(self, buffer: Any) -> int:
+            raise AssertionError("the body was read")
+
+    environ = {"wsgi.input": Unreadable(), "CONTENT_LENGTH": str(10 * 1024 * 1024), "CONTENT_TYPE": "application/json"}
+    response = app.test_client().post("/webhook", environ_overrides=environ)
+    assert response.status_code == 413
+    assert "1024 bytes" in reply_of(response)["error"]
+    small = app.test_client().post("/webhook", data=b"x" * 1025, headers={"Content-Type": "application/json"})
+    assert small.status_code == 413
+
+
+# ---- No secret, no processing ------------------------------------------------------------------
+
+
+def test_locally_without_a_secret_unsigned_events_are_handled(
+    make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(Settings(endpoint_secret="", module_name=MODULE, deployed=False), recorder)
+    assert "unsigned events are accepted" in capsys.readouterr().out
+    response = app.test_client().post(
+        "/webhook", data=json.dumps(event()), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202
+    assert len(recorder.wait_for(1)) == 1
+
+
+def test_deployed_without_a_secret_nothing_is_acted_on_and_the_platform_retries(
+    make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(Settings(endpoint_secret="", module_name=MODULE, deployed=True), recorder)
+    assert "ENDPOINT_SECRET is not set" in capsys.readouterr().out
+    unsigned = app.test_client().post(
+        "/webhook", data=json.dumps(event()), headers={"Content-Type": "application/json"}
+    )
+    body, headers = signed(event(), secret="anything")
+    forged = app.test_client().post("/webhook", data=body, headers=headers)
+    for response in (unsigned, forged):
+        assert response.status_code == 503  # retried by the platform, so no event is lost until the redeploy
+        assert int(response.headers["Retry-After"]) > 0
+    log = capsys.readouterr().out
+    assert "Put the platform's signing secret for this webhook into ENDPOINT_SECRET" in log
+    recorder.wait_for(1, timeout=0.5)
+    assert recorder.events == []
+
+
+# ---- Background handling: bounded by what can finish when the replica stops -------------------
+
+
+def test_a_full_pool_answers_503_and_the_retry_succeeds(make_app: AppFactory, recorder: Recorder) -> None:
+    release = threading.Event()
+
+    def slow(handled: Event, settings: Settings) -> None:
+        release.wait(10)
+        recorder(handled, settings)
+
+    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_threads=1, handler_timeout=3600)
+    app = make_app(settings, slow)
+    assert app.extensions["webhook"].pool.capacity == 1  # one thread, and one event can take the whole budget
+    client = app.test_client()
+    first, second = event(), event()
+    assert post(client, *signed(first)).status_code == 202
+    busy = post(client, *signed(second))
+    assert busy.status_code == 503  # retried by the platform, unlike 4xx
+    assert busy.headers["Retry-After"]
+    release.set()
+    recorder.wait_for(1)
+    deadline = time.monotonic() + 10
+    while (status := post(client, *signed(second)).status_code) == 503 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert status == 202
+    assert len(recorder.wait_for(2)) == 2
+
+
+def test_capacity_is_what_the_threads_can_finish_in_the_drain_budget(make_app: AppFactory) -> None:
+    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_threads=4, handler_timeout=5)
+    pool = make_app(settings).extensions["webhook"].pool
+    assert pool.capacity == 4 * int(dispatch.drain_budget() // 5)
+
+
+def test_a_stopping_replica_takes_no_new_events(client: FlaskClient, recorder: Recorder) -> None:
+    dispatch.stop_accepting()  # what the gunicorn worker does on SIGTERM
+    response = post(client, *signed(event()))
+    assert response.status_code == 503
+    assert reply_of(response)["status"] == "stopping"
+    assert recorder.events == []
+
+
+def test_concurrent_requests_are_each_handled_once(make_app: AppFactory, recorder: Recorder) -> None:
+    events = [event() for _ in range(64)]
+    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_timeout=1)
+    app = make_app(settings, recorder)
+
+    def deliver(data: dict[str, Any]) -> int:
+        status: int = post(app.test_client(), *signed(data)).status_code
+        return status
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # gunicorn's 2 workers x 4 threads, in one process
+        statuses = list(pool.map(deliver, events))
+    assert statuses == [202] * len(events)
+    handled = recorder.wait_for(len(events))
+    assert sorted(e.id for e in handled) == sorted(e["id"] for e in events)
+
+
+def test_a_handler_that_cannot_load_gets_503_so_the_platform_retries(
+    make_app: AppFactory,
+    platform: FakePlatform,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, "market_report.handler", None)  # as if handler.py failed to import
+    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, api_key="k", app_id="a", api_base=platform.url)
+    client = make_app(settings).test_client()
+    data = event()
+    response = post(client, *signed(data))
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    log = capsys.readouterr().out
+    assert f"event {data['id']}: the handler cannot be loaded" in log
+    assert "Traceback" in log
+    monkeypatch.delitem(sys.modules, "market_report.handler")
+    assert post(client, *signed(data)).status_code == 202  # the retry, once it loads, is not a duplicate
+    assert len(platform.wait_for(2)) == 2  # and the real handler answered in the chat
+
+
+def test_secrets_never_reach_the_logs(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
+    post(client, *signed(event(), secret="wrong"))
+    post(client, *signed(event()))
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+
+
+def test_a_failing_handler_is_logged_with_its_event_id_and_later_events_are_handled(
+    make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(handled: Event, settings: Settings) -> None:
+        if handled.chat_id == "chat_boom":
+            raise RuntimeError("handler bug")
+        recorder(handled, settings)
+
+    app = make_app(Settings(endpoint_secret=SECRET, module_name=MODULE), handler)
+    client = app.test_client()
+    failing, fine = event(), event()
+    failing["payload"]["chatId"] = "chat_boom"
+    for data in (failing, fine):
+        assert post(client, *signed(data)).status_code == 202
+    assert [e.id for e in recorder.wait_for(1)] == [fine["id"]]
+    app.extensions["webhook"].pool.drain(time.monotonic() + 10)
+    out = capsys.readouterr().out
+    assert f"event {failing['id']}: handler failed" in out
+    assert "RuntimeError: handler bug" in out

@@ -1,0 +1,225 @@
+"""Secret guards for this monorepo, run by pre-commit (staged files) and CI (--all).
+
+    python scripts/check_secrets.py FILE...    # check these files (pre-commit passes the staged ones)
+    python scripts/check_secrets.py --all      # check every file git tracks
+
+Refuses, with one line per problem that says what to do:
+  - a plain env file (.env, .env.<env>, .envrc, prod.env, ...; in any case, also inside such a folder);
+  - an encrypted env file (.env.enc, .env.<env>.enc, ...) that is not exactly what sops writes for a
+    dotenv file: UTF-8, every comment and every non-empty value ENC[...] (sops leaves empty values as
+    they are: they are fine), no metadata but sops' own, encrypted for the repository's age key
+    (.sops.yaml) and no other;
+  - any file that holds an age private key (AGE-SECRET-KEY-1...), whatever its name;
+  - merge-conflict markers, as `copier update` leaves them.
+Standard library only, so it runs anywhere Python 3.9+ does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import fnmatch
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# Env file names: gitignore patterns matched against each file and folder name in lower case; the last
+# match decides and "!" keeps the file. The same patterns as the env-file block of .gitignore and of
+# the .dockerignore files, so the guard refuses exactly the names that git and the images leave out.
+ENV_FILE_PATTERNS = (
+    ".env*",
+    "*.env",
+    "*.env.*",
+    "!.env.example",
+    "!.env*.enc",
+    "!*.env.enc",
+)
+AGE_PUBLIC_KEY = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}")
+AGE_PRIVATE_KEY = re.compile(rb"AGE-SECRET-KEY-(?:[A-Z0-9]+-)*1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58,}", re.IGNORECASE)
+CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+BASE64 = "[A-Za-z0-9+/]*={0,2}"
+ENCRYPTED = {
+    kind: re.compile(rf"ENC\[AES256_GCM,data:{BASE64},iv:{BASE64},tag:{BASE64},type:{kind}\]")
+    for kind in ("str", "comment")
+}
+# The metadata sops writes into a dotenv file encrypted for age keys (N: the recipient's index) and the
+# shape of each value; the template's tests compare this table with what the real sops writes.
+SOPS_METADATA = {
+    "sops_age__list_N__map_enc": re.compile(
+        r"-----BEGIN AGE ENCRYPTED FILE-----(\\n[A-Za-z0-9+/=]+)+\\n-----END AGE ENCRYPTED FILE-----\\n"
+    ),
+    "sops_age__list_N__map_recipient": AGE_PUBLIC_KEY,
+    "sops_lastmodified": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)"),
+    "sops_mac": ENCRYPTED["str"],
+    "sops_unencrypted_suffix": re.compile("_unencrypted"),
+    "sops_version": re.compile(r"\d+\.\d+\.\d+"),
+}
+REQUIRED_METADATA = ("sops_lastmodified", "sops_mac", "sops_version")
+
+
+def repository_keys(root: Path) -> set[str]:
+    """The age public keys named in the repository's .sops.yaml."""
+    config = root / ".sops.yaml"
+    return set(AGE_PUBLIC_KEY.findall(config.read_text())) if config.is_file() else set()
+
+
+def ignored(name: str) -> bool | None:
+    """Whether ENV_FILE_PATTERNS leave the file or folder `name` out (True), keep it (False) or say nothing (None)."""
+    verdict: bool | None = None
+    for pattern in ENV_FILE_PATTERNS:
+        if fnmatch.fnmatchcase(name.lower(), pattern.lstrip("!")):
+            verdict = not pattern.startswith("!")
+    return verdict
+
+
+def env_kind(path: Path) -> str:
+    """What `path` is: "plain" (an env file in clear text), "sops" (an encrypted env file) or ""."""
+    relative = path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+    *folders, name = relative.parts
+    if any(ignored(folder) for folder in folders) or ignored(name):
+        return "plain"
+    return "sops" if ignored(name) is False and name.lower().endswith(".enc") else ""
+
+
+def encrypt_command(path: Path) -> str:
+    """The command that (re-)encrypts the encrypted env file `path` from its plain counterpart."""
+    deployed = re.fullmatch(r"\.env(?:\.([a-z][a-z0-9-]*))?\.enc", path.name)
+    app = path.parent.as_posix()
+    if not deployed or app in ("", "."):
+        return (
+            "python scripts/env_secrets.py encrypt <app> [<env>] "
+            "(deploys read only <app>/.env.enc or <app>/.env.<env>.enc, <env> in lower case)"
+        )
+    return f"python scripts/env_secrets.py encrypt {app}" + (f" {deployed[1]}" if deployed[1] else "")
+
+
+def line_problem(line: str, metadata: dict[str, str]) -> str:
+    """What is wrong with one line of a sops dotenv file ("" if nothing); sops' metadata goes into `metadata`."""
+    if not line.strip():
+        return ""
+    if line.startswith("#"):
+        return "" if ENCRYPTED["comment"].fullmatch(line[1:]) else "comment in clear text (sops encrypts comments)"
+    name, sep, value = line.partition("=")
+    if not sep or not NAME.fullmatch(name):
+        return "not NAME=value (a NAME is letters, digits and _)"
+    if not name.startswith("sops_"):
+        clear = value and not ENCRYPTED["str"].fullmatch(value)
+        return f"{name} is in clear text (sops encrypts every value that is not empty)" if clear else ""
+    shape = SOPS_METADATA.get(re.sub(r"(?<=__list_)\d+(?=__)", "N", name))
+    if shape is None:
+        return f"{name} is not sops metadata (sops writes no such key): a setting in clear text?"
+    if name in metadata or not shape.fullmatch(value):
+        return f"{name} is not what sops writes there ({'twice' if name in metadata else 'another shape'})"
+    metadata[name] = value
+    return ""
+
+
+def metadata_problems(metadata: dict[str, str], keys: set[str]) -> list[str]:
+    """What is missing from sops' metadata, and whether it is encrypted for exactly the repository's keys."""
+    if not metadata:
+        return ["no sops metadata: this file was never encrypted"]
+    lists = {key.rsplit("__map_", 1)[0] for key in metadata if "__map_" in key}
+    paired = [f"{item}__map_{part}" for item in sorted(lists) for part in ("enc", "recipient")]
+    missing = [key for key in [*REQUIRED_METADATA, *paired] if key not in metadata]
+    problems = [f"no {key}: not a complete sops file" for key in missing]
+    recipients = {value for key, value in metadata.items() if key.endswith("__map_recipient")}
+    if not recipients:
+        problems.append("no age recipient: not encrypted for the repository's age key")
+    elif keys and recipients != keys:
+        others = ", ".join(sorted(recipients - keys)) or "none"
+        problems.append(
+            f"encrypted for {', '.join(sorted(recipients))}, not for the repository key "
+            f"{', '.join(sorted(keys))} (other recipients: {others})"
+        )
+    return problems
+
+
+def sops_file_problems(data: bytes, keys: set[str]) -> list[str]:
+    """What makes `data` something other than an empty file or exactly what sops writes for a dotenv file."""
+    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data:
+        return ["not UTF-8 text as sops writes it (a byte-order mark or NUL bytes: UTF-16?)"]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        return [f"line {number}: not UTF-8 text, as sops writes it (Latin-1?)"]
+    if not text.strip():
+        return []  # no secrets yet: the image starts without decrypting
+    if text.lstrip().startswith("{"):
+        return ["sops wrote JSON (binary mode): encrypt with --input-type dotenv --output-type dotenv"]
+    metadata: dict[str, str] = {}
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        problem = line_problem(line, metadata)
+        if problem:
+            problems.append(f"line {number}: {problem}")
+    return problems + metadata_problems(metadata, keys)
+
+
+def private_key_lines(data: bytes) -> list[int]:
+    """The lines of `data` that hold an age private key (NUL bytes dropped: UTF-16 text too)."""
+    text = data.replace(b"\0", b"")
+    return sorted({text.count(b"\n", 0, match.start()) + 1 for match in AGE_PRIVATE_KEY.finditer(text)})
+
+
+def conflict_lines(data: bytes) -> list[int]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return []  # not text
+    return [n for n, line in enumerate(text.splitlines(), 1) if line.startswith(CONFLICT_MARKERS)]
+
+
+def check_file(path: Path, keys: set[str]) -> list[str]:
+    kind = env_kind(path)
+    if kind == "plain":
+        return [
+            f"{path}: env file in clear text: never commit it (git rm --cached '{path}'); commit its settings "
+            "encrypted (python scripts/env_secrets.py encrypt <app> [<env>]); a template without secrets is "
+            "named .env.example"
+        ]
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return []  # deleted, or a submodule
+    except OSError as error:
+        return [f"{path}: cannot be read ({error.strerror}): make it readable so that the guards can check it"]
+    problems = [
+        f"line {number}: holds an age private key (AGE-SECRET-KEY-1...): never commit it; remove it "
+        f"(git rm --cached '{path}'), keep it in sops' key file (README: One-time setup) and rotate it if it was pushed"
+        for number in private_key_lines(data)
+    ]
+    if kind == "sops":
+        problems += [f"{problem}; re-encrypt it: {encrypt_command(path)}" for problem in sops_file_problems(data, keys)]
+    if lines := conflict_lines(data):
+        problems.append(f"merge-conflict markers on lines {', '.join(map(str, lines))}: resolve them")
+    return [f"{path}: {problem}" for problem in problems]
+
+
+def tracked_files(root: Path) -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True).stdout
+    return [Path(name) for name in out.split("\0") if name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Refuse secrets in clear text, age private keys and merge-conflict markers."
+    )
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--all", action="store_true", help="check every file git tracks")
+    args = parser.parse_args(argv)
+    root = Path.cwd()
+    keys = repository_keys(root)
+    files = tracked_files(root) if args.all else args.files
+    problems = [problem for path in files for problem in check_file(path, keys)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"check_secrets: {len(problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
