@@ -278,13 +278,15 @@ class Container:
         docker("exec", "--detach", self.name, "python3", "-c", code)
 
     def processes(self) -> list[dict[str, Any]]:
-        return json.loads(self.exec_python(_PROCESSES))
+        processes: list[dict[str, Any]] = json.loads(self.exec_python(_PROCESSES))
+        return processes
 
     def listening(self) -> list[tuple[str, int]]:
         return [tuple(item) for item in json.loads(self.exec_python(_LISTENING))]
 
     def state(self) -> dict[str, Any]:
-        return json.loads(docker("inspect", "--format", "{{json .State}}", self.name).stdout)
+        state: dict[str, Any] = json.loads(docker("inspect", "--format", "{{json .State}}", self.name).stdout)
+        return state
 
     def logs(self) -> str:
         result = docker("logs", self.name)

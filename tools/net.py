@@ -12,7 +12,8 @@ import urllib.request
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_for_http(
@@ -27,7 +28,8 @@ def wait_for_http(
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
-                    return response.read()
+                    body: bytes = response.read()
+                    return body
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(interval)
