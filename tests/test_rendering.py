@@ -18,7 +18,7 @@ import pytest
 import tomlkit
 import yaml
 
-from .conftest import APP, TEMPLATE, AgeKey, answers, commit_all, files_of, new_monorepo, render, run
+from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, commit_all, files_of, new_monorepo, render, run
 
 MATRIX = {
     "one-env": {"environments": ["prod"], "per_environment_env_files": False},
@@ -202,3 +202,16 @@ def test_a_description_with_backslashes_and_quotes_renders_valid_python_and_toml
     assert ast.get_docstring(module, clean=False).splitlines()[0] == description
     assert tomllib.loads((tmp_path / APP / "pyproject.toml").read_text())
     assert description in (tmp_path / APP / "README.md").read_text()
+
+
+def test_apps_md_add_an_app_command_adds_an_app(tmp_path: Path, age_key: AgeKey) -> None:
+    """The generated guide's "Add an app" command, run as written from the monorepo root, with the
+    template source it names (the one the first app was copied from)."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    guide = (repo / "APPS.md").read_text()
+    section = guide[guide.index("## Add an app") :].split("\n## ")[0]
+    [command] = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("copier copy ")]
+    assert command == f"copier copy {TEMPLATE} ."
+    result = run("bash", "-c", f"{VENV_BIN}/{command} --vcs-ref HEAD --defaults --data app_name=second_app", cwd=repo)
+    assert (repo / "second_app/.copier-answers.yml").is_file(), result.stdout + result.stderr
+    assert (repo / ".github/workflows/second_app.prod.deploy.yaml").is_file()
