@@ -224,6 +224,7 @@ def readme_adoption_command(template: Path, app: HandMadeApp, key: AgeKey, overw
         "<its Python, e.g. 3.11>": "3.11",
         "<its module name on the platform>": app.module_name,
         "<its environments, e.g. dev, prod>": ", ".join(app.environments),
+        "<a path it answers 200 on, e.g. /health>": "/",
         "<the repository's age public key>": key.public,
     }
     for placeholder, value in filled.items():

@@ -70,11 +70,14 @@ def test_adoption_keeps_the_apps_code_and_writes_the_plumbing(
     }
     assert {name: after.get(name) for name in other} == other
     assert not [name for name in after if name.startswith(f"{APP.name}/{APP.name}/") and name not in before]
+    assert not (repo / APP.name / "tests").exists(), "no empty folder for the template's tests"
 
     # Written: the plumbing, under the same workflow file names (GitHub keeps their run history).
     for env in APP.environments:
         workflow = yaml.safe_load(after[f".github/workflows/{APP.name}.{env}.deploy.yaml"])
         assert workflow["jobs"]["deploy"]["needs"] == "checks"
+        health = next(s for s in workflow["jobs"]["deploy"]["steps"] if s["name"].startswith("Wait until"))
+        assert health["env"]["HEALTH_PATH"] == "/"  # the hand-made app has no /health
     assert {f"{APP.name}/gunicorn.conf.py", f"{APP.name}/.copier-answers.yml", "APPS.md", "scripts/doctor.py"} <= set(
         after
     )

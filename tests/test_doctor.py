@@ -678,8 +678,8 @@ def test_replica_rule(doctor_module: ModuleType, minimum: str, maximum: str, acc
 
 
 def test_scripts_use_only_the_standard_library(pristine: Path) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "check_secrets", "mini_yaml"}
-    for name in ("doctor.py", "mini_yaml.py"):
+    allowed = set(sys.stdlib_module_names) | {"__future__", "check_secrets", "env_secrets", "mini_yaml"}
+    for name in sorted(path.name for path in (pristine / "scripts").glob("*.py")):
         tree = ast.parse((pristine / "scripts" / name).read_text())
         imported = {
             alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
@@ -745,3 +745,20 @@ def test_after_adopting_one_app_the_hand_made_one_is_listed_and_nothing_else(
     )
     assert len(result.problems) == 2, result.output  # the adopted app and the rest are sound
     assert f"checked 2 app(s) ({handmade.QUOTES.name}, {other.name})" in result.output
+
+
+def test_the_key_in_sops_default_key_file_is_used(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
+    """Where APPS.md tells people to keep the key: doctor finds it there, as sops does."""
+    sops_encrypt(repo, age_key.public, f"{APP}/.env.enc")
+    commit_all(repo)
+    home = tmp_path / "home"
+    key_file = home / ".config/sops/age/keys.txt"
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text(f"{new_age_key().private}\n")  # a key of another repository
+    doctor(repo, "sops", HOME=str(home)).finds(
+        f"{APP}/.env.enc", "does not decrypt with your key", "encrypt it again for the repository key"
+    )
+    key_file.write_text(f"{age_key.private}\n")
+    result = doctor(repo, "sops", HOME=str(home))
+    assert result.code == 0, result.output
+    assert "skipped checking that the env files decrypt" not in result.output

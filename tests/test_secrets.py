@@ -523,3 +523,20 @@ def test_git_ignores_plain_env_and_key_files_by_the_table(repo: Path, root_gitig
     if root_gitignore == "generated":  # and at the root, outside any app
         expected = {name for name, kind in NAMES.items() if kind in ("plain", "key")}
         assert ignored_by_git(repo, list(NAMES)) == expected
+
+
+def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: AgeKey) -> None:
+    """new, encrypt, decrypt: the plain file still holds the same settings (sops drops only blank
+    lines), so decrypt says so instead of refusing; a plain file that differs is still refused."""
+    secrets(repo, "new", APP)
+    plain = repo / APP / ".env"
+    plain.write_text(plain.read_text().replace("\nAPI_KEY=\n", "\nAPI_KEY=sk-same\n"))
+    before = plain.read_text()
+    secrets(repo, "encrypt", APP)
+    result = secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)
+    assert "already holds what" in result.stdout
+    assert plain.read_text() == before, "the user's file, blank lines and all, is left as it is"
+    plain.write_text(before.replace("sk-same", "sk-changed"))
+    refused = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=age_key.private)
+    assert refused.returncode == 1
+    assert "exists and differs" in refused.stderr

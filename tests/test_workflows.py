@@ -224,11 +224,13 @@ def revision() -> Iterator[str]:
 def run_health_step(repo: Path, tmp_path: Path, url: str, wait_seconds: int) -> tuple[Any, str]:
     health = step(deploy_workflow(repo, APP, "prod"), "Wait until the new revision answers /health")
     assert health["env"]["URL"] == "https://${{ steps.deploy.outputs.fqdn }}"
+    assert health["env"]["HEALTH_PATH"] == "/health"
     summary = tmp_path / "summary.md"
     summary.touch()
     result = run(
         "bash", "-e", "-c", health["run"], check=False,
-        URL=url, WAIT_SECONDS=str(wait_seconds), INTERVAL_SECONDS="0.2", GITHUB_STEP_SUMMARY=str(summary),
+        URL=url, HEALTH_PATH="/health", WAIT_SECONDS=str(wait_seconds), INTERVAL_SECONDS="0.2",
+        GITHUB_STEP_SUMMARY=str(summary),
     )  # fmt: skip
     return result, summary.read_text()
 

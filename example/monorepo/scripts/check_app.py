@@ -11,7 +11,6 @@ named at the end; the exit code is 1 if any failed. Standard library only.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -55,22 +54,24 @@ def tracked_files(root: Path, app: str) -> list[str]:
     return [name for name in out.stdout.split("\0") if name]
 
 
-def check_app(root: Path, app: str) -> list[str]:
-    """Run every check of `app`; returns the names of those that failed."""
+def check_app(root: Path, app: str) -> tuple[list[str], list[str]]:
+    """Run every check of `app`; returns the names of those that failed and of those skipped."""
     folder = root / app
     failed: list[str] = []
+    skipped: list[str] = []
     for check in POETRY_CHECKS:
         if not run(check, folder):
-            return [check.name]  # nothing else can run without the installed app
+            return [check.name], []  # nothing else can run without the installed app
     for check in TOOL_CHECKS:
         if check.tool and not has_tool(folder, check.tool):
             print(f"== {check.name}: skipped, {check.tool} is not a dev dependency of {app}", flush=True)
+            skipped.append(check.name)
         elif not run(check, folder):
             failed.append(check.name)
     secrets = Check("secrets", [sys.executable, "scripts/check_secrets.py", *tracked_files(root, app)])
     if not run(secrets, root):
         failed.append(secrets.name)
-    return failed
+    return failed, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("poetry") is None:
         print("check_app: Poetry is not installed: https://python-poetry.org/docs/#installation", file=sys.stderr)
         return 2
-    os.environ.setdefault("POETRY_VIRTUALENVS_IN_PROJECT", "true")
-    failed = check_app(root, args.app)
+    failed, skipped = check_app(root, args.app)
     if failed:
         print(f"check_app: {args.app} failed: {', '.join(failed)}", file=sys.stderr)
         return 1
-    print(f"check_app: {args.app} passed every check")
+    if skipped:
+        print(f"check_app: {args.app} passed; skipped (not dev dependencies): {', '.join(skipped)}")
+    else:
+        print(f"check_app: {args.app} passed every check")
     return 0
 
 

@@ -13,7 +13,7 @@ output says which checks were skipped). It checks:
   - every app's answers (<app>/.copier-answers.yml), that its workflows agree with them, that each
     of its environments has a workflow, and that no workflow deploys a folder that does not exist;
   - the encrypted env files: complete sops dotenv files for the repository key (.sops.yaml), and
-    that they decrypt, when sops and SOPS_AGE_KEY (or SOPS_AGE_KEY_FILE) are there;
+    that they decrypt, when sops and a private key (SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, sops' key file) are there;
   - `poetry check --lock` per app, and that no two apps use the same local port;
   - deployed folders without answers (hand-made apps), with how to bring them under the template.
 """
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import check_secrets
+import env_secrets
 import mini_yaml
 
 # Owned by sdk-deploy-template (extensions/*.jinja); `copier update` moves them forward.
@@ -550,11 +551,13 @@ def check_keys(root: Path, apps: dict[str, App], report: Report) -> set[str]:
 def check_secret_files(root: Path, paths: list[str], keys: set[str], apps: dict[str, App], report: Report) -> None:
     """Env files are complete sops dotenv files for the repository key; with sops and a key, they decrypt."""
     sops = shutil.which("sops")
-    key = os.environ.get("SOPS_AGE_KEY") or os.environ.get("SOPS_AGE_KEY_FILE")
+    key_file = env_secrets.default_key_file()
+    key = os.environ.get("SOPS_AGE_KEY") or os.environ.get("SOPS_AGE_KEY_FILE") or (key_file and key_file.is_file())
     if paths and sops is None:
         report.note("sops not found: skipped checking that the env files decrypt")
     elif paths and not key:
-        report.note("SOPS_AGE_KEY (or SOPS_AGE_KEY_FILE) not set: skipped checking that the env files decrypt")
+        where = f"sops' key file {key_file}" if key_file else "SOPS_AGE_KEY_FILE"
+        report.note(f"no private age key ({where}, SOPS_AGE_KEY): skipped checking that the env files decrypt")
     for path in paths:
         data = (root / path).read_bytes()
         if not data.strip():

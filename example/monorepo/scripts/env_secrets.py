@@ -117,10 +117,17 @@ def encrypt(root: Path, plain: Path, encrypted: Path) -> str:
 
 def decrypt(root: Path, plain: Path, encrypted: Path) -> str:
     text = _decrypted(root, encrypted)
-    if (root / plain).exists() and (root / plain).read_text() != text:
+    if (root / plain).exists():
+        if _lines(root / plain) == [line for line in text.splitlines() if line.strip()]:
+            return f"{plain} already holds what {encrypted} holds (sops keeps no blank lines): left as it is"
         raise SecretsError(f"{plain} exists and differs from {encrypted}: move it away first")
     write_atomically(root / plain, text)
     return f"decrypted {encrypted} -> {plain} (git-ignored; do not commit it)"
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a dotenv file that sops keeps: all but the blank ones."""
+    return [line for line in path.read_text().splitlines() if line.strip()]
 
 
 def edit(root: Path, _: Path, encrypted: Path) -> str:
