@@ -27,7 +27,7 @@ def worker(
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     while time.perf_counter() < deadline:
-        body, headers = signed_event(app_folder, secret) if secret is not None else (None, {})
+        body, headers = signed_event(app_folder.name, secret) if secret is not None else (None, {})
         started = time.perf_counter()
         try:
             connection.request("POST" if body is not None else "GET", parts.path, body=body, headers=headers)

@@ -1,7 +1,7 @@
 """The generated app under its production gunicorn settings, and bare Flask beside it, on loopback.
 
 The generated app runs as the image runs it (its gunicorn.conf.py, its worker) with its own test
-target `<app>.testing:recording_app` (the real app; a handler that takes RECORDING_APP_SECONDS, then
+target `sdk_runtime.testing:recording_app` (the real app; a handler that takes RECORDING_APP_SECONDS, then
 records the event id). Bare Flask runs under the same settings with gunicorn's stock gthread worker.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.net import free_port, wait_for_http
-from tools.platform_events import app_module, signed_event
+from tools.platform_events import runtime_module, signed_event
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
@@ -86,7 +86,7 @@ class InstalledApp:
 
     @property
     def generated(self) -> Target:
-        return Target(f"{self.folder.name}.testing", "recording_app")
+        return Target("sdk_runtime.testing", "recording_app")
 
     def start(self, target: Target, port: int, **env: str) -> subprocess.Popen[str]:
         environment = {
@@ -194,7 +194,7 @@ def probe_health(port: int, seconds: float) -> tuple[list[float], int]:
 def slow_clients(app: InstalledApp, target: Target, probe_seconds: float, cut_within: float) -> dict[str, float]:
     """16 clients trickle a header or a body a byte every 0.5 s; meanwhile /health is probed. Then wait
     up to `cut_within` s for the server to close the slow connections."""
-    trickle = app_module(app.folder, "testing").trickle
+    trickle = runtime_module("testing").trickle
     firsts = [b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "] * (SLOW_CLIENTS // 2)
     firsts += [b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"] * (SLOW_CLIENTS // 2)
     server, port = serving(app, target)
@@ -225,7 +225,7 @@ def shutdown(app: InstalledApp, target: Target, events: int, handler_seconds: fl
     done.touch()
     env = {"RECORDING_APP_SECONDS": str(handler_seconds), "RECORDING_APP_DONE_FILE": str(done)}
     server, port = serving(app, target, HANDLER_TIMEOUT=str(int(handler_seconds)), **env)
-    deliveries = [signed_event(app.folder, SECRET) for _ in range(events)]
+    deliveries = [signed_event(app.folder.name, SECRET) for _ in range(events)]
 
     def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=delivery[0], headers=delivery[1])

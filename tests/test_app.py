@@ -17,7 +17,7 @@ import jinja2
 import pytest
 
 from tools.net import free_port, wait_for_http
-from tools.platform_events import app_module
+from tools.platform_events import runtime_module
 
 from .conftest import APP, PYTHONS, TEMPLATE, InstalledApp, run, tool_env
 
@@ -97,7 +97,7 @@ def test_app_name_refusals_cover_every_installed_module(installed_app: Installed
 
 def test_local_run_with_reload_serves_health_and_handles_unsigned_events(installed_app: InstalledApp, spawn) -> None:
     """`flask run` as the README says, no ENDPOINT_SECRET: local development needs no extra step."""
-    testing = app_module(installed_app.folder, "testing")
+    testing = runtime_module("testing")
     with testing.FakePlatform() as platform:
         port = free_port()
         process = spawn(
@@ -127,10 +127,10 @@ def test_local_gunicorn_without_encrypted_file_serves_health(installed_app: Inst
 
 
 def test_event_socket_bridge_runs_as_documented_and_stops_cleanly_on_ctrl_c(installed_app: InstalledApp, spawn) -> None:
-    testing = app_module(installed_app.folder, "testing")
+    testing = runtime_module("testing")
     with testing.FakePlatform() as platform:  # a stream that stays open and silent
         env = tool_env(BASE_URL=platform.url, API_KEY="k", APP_ID="a", COMPANY_ID="c")
-        process = spawn([installed_app.bin / "python", "-m", f"{APP}.event_socket"], cwd=installed_app.folder, env=env)
+        process = spawn([installed_app.bin / "python", "-m", "sdk_runtime.event_socket"], cwd=installed_app.folder, env=env)
         deadline = time.monotonic() + 20
         output = ""
         while "connected to" not in output and time.monotonic() < deadline:

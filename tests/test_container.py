@@ -27,7 +27,7 @@ import pytest
 
 from tools.dockerfile import entrypoint_here
 from tools.net import free_port, wait_for_http
-from tools.platform_events import app_module, signed_event
+from tools.platform_events import runtime_module, signed_event
 
 from .conftest import APP, VENV_BIN, InstalledApp, new_age_key, run
 
@@ -38,8 +38,8 @@ SECRET = "whsec_e2e-" + "x" * 20
 
 @pytest.fixture
 def platform(installed_app: InstalledApp) -> Iterator[Any]:
-    """The app's own fake platform API (`<app>.testing.FakePlatform`) on loopback."""
-    with app_module(installed_app.folder, "testing").FakePlatform() as fake:
+    """The app's own fake platform API (`sdk_runtime.testing.FakePlatform`) on loopback."""
+    with runtime_module("testing").FakePlatform() as fake:
         yield fake
 
 
@@ -103,7 +103,7 @@ def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
 
 
 def event(container: Container, secret: str = SECRET, module: str = APP) -> tuple[bytes, dict[str, str]]:
-    return signed_event(container.app.folder, secret, module)
+    return signed_event(module, secret)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -186,7 +186,7 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
 
     process.terminate()
     log = process.communicate(timeout=40)[0]
-    assert f"Using worker: {APP}.server.BufferingWorker" in log
+    assert "Using worker: sdk_runtime.server.BufferingWorker" in log
     assert log.count("Booting worker") == 2
     assert SECRET not in log
     assert "key_e2e" not in log
@@ -210,7 +210,7 @@ def test_without_a_secret_the_deployed_app_acts_on_nothing_and_says_what_to_set(
     process.terminate()
     log = process.communicate(timeout=40)[0]
     assert ".env.enc is empty: starting without secrets" in log
-    assert "Put the platform's signing secret for this webhook into ENDPOINT_SECRET" in log
+    assert "Put the platform's signing secret for this webhook into UNIQUE_APP_ENDPOINT_SECRET" in log
 
 
 def test_the_local_image_takes_unsigned_events_with_no_extra_step(
@@ -236,7 +236,7 @@ def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container,
     env = container.environment(
         port,
         SOPS_AGE_KEY=container.app.key.private,
-        MODULE=f"{APP}.testing",  # the app with a handler that takes 5 s, then records the event id
+        MODULE="sdk_runtime.testing",  # the app with a handler that takes 5 s, then records the event id
         APP_NAME="recording_app",
         RECORDING_APP_SECONDS="5",
         RECORDING_APP_DONE_FILE=str(tmp_path / "done.txt"),
@@ -276,7 +276,7 @@ def test_slow_clients_cannot_starve_health_and_are_cut(container: Container, spa
     port = free_port()
     process = spawn(container.image.cmd, cwd=container.folder, env=container.environment(port))
     wait_for_http(f"http://127.0.0.1:{port}/health", process)
-    trickle = app_module(container.app.folder, "testing").trickle
+    trickle = runtime_module("testing").trickle
     firsts = [b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "] * 8
     firsts += [b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"] * 8
     stop = threading.Event()

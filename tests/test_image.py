@@ -341,11 +341,11 @@ def test_image_builds_and_holds_only_what_it_should(
 
 # ---- Running them -----------------------------------------------------------------------------
 
-# The app's own fake platform (`<app>.testing.FakePlatform`, in the image with the app's package),
+# The app's own fake platform (`sdk_runtime.testing.FakePlatform`, in the image with the app's runtime),
 # started inside the container (its network namespace); it writes the calls it gets to CALLS.
 _FAKE_API = f"""
 import dataclasses, json, time
-from {APP}.testing import FakePlatform
+from sdk_runtime.testing import FakePlatform
 with FakePlatform(port={FAKE_API_PORT}) as platform:
     while True:
         time.sleep(0.1)
@@ -410,8 +410,8 @@ def test_production_container_decrypts_serves_webhooks_and_stops_on_sigterm(
     container.exec_detached(_FAKE_API)
     wait_for(lambda: ("127.0.0.1", FAKE_API_PORT) in container.listening(), "the fake platform API")
     secret = app.settings["ENDPOINT_SECRET"]
-    body, headers = signed_event(app.repo / APP, secret)
-    forged, forged_headers = signed_event(app.repo / APP, "not-the-secret")
+    body, headers = signed_event(APP, secret)
+    forged, forged_headers = signed_event(APP, "not-the-secret")
     status, reply = container.http("POST", "/webhook", body, headers)
     assert status == 202, reply
     status, reply = container.http("POST", "/webhook", forged, forged_headers)
@@ -486,7 +486,7 @@ def test_local_image_serves_with_the_env_file_compose_passes(
     assert container.wait_for_health() == b'{"status":"ok"}\n'
     [port] = yaml.safe_load(compose.read_text())["services"][APP]["ports"]
     assert ("0.0.0.0", int(port.rsplit(":", 1)[1])) in container.listening(), "compose publishes a port nobody serves"
-    body, headers = signed_event(app.repo / APP, app.local_settings["ENDPOINT_SECRET"])
+    body, headers = signed_event(APP, app.local_settings["ENDPOINT_SECRET"])
     status, reply = container.http("POST", "/webhook", body, headers)
     assert status == 202, reply
     assert_settings_reached_every_process(container, app.local_settings)

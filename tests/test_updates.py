@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import copier
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.slow
 VERSIONS = "extensions/versions.jinja"
 CURRENT_SHA = pins.versions().DEPLOY_ACTION["sha"]
 NEW_SHA = "0123456789abcdef0123456789abcdef01234567"
+TEAM_FILES = [f"{APP}/{APP}/handler.py", f"{APP}/{APP}/settings.py", f"{APP}/tests/test_handler.py"]
 DEPLOY_WORKFLOW = (
     "template/.github/workflows/"
     "{% yield env from environments %}{{ app_name }}.{{ env }}.deploy.yaml{% endyield %}.jinja"
@@ -237,9 +239,52 @@ def test_updating_an_untouched_monorepo_gives_exactly_a_fresh_copy(tmp_path: Pat
             for name in ["README.md", ".gitignore"]:
                 assert got.pop(name) == old[name], f"{version}: the update changed the team's {name}"
                 want.pop(name)
+        if release.Version(version.lstrip("v").split("-")[0]) < release.Version("0.3.0") and "synthetic" not in version:
+            # Since 0.3.0 the handler, the app's settings and its tests are the team's: an update keeps them.
+            for name in TEAM_FILES:
+                if name in old:
+                    assert got.pop(name) == old[name], f"{version}: the update changed the team's {name}"
+                    want.pop(name)
         assert sorted(got) == sorted(want), f"{version}: files differ"
         differing = [name for name in got if got[name] != want[name]]
         assert differing == [], f"{version}: content differs in {differing}"
+
+
+@pytest.mark.parametrize("version", [tag for tag, _ in earlier_releases()] or ["none"])
+def test_an_app_from_before_0_3_gets_the_runtime_keeps_its_code_and_is_told_once_what_to_change(
+    tmp_path: Path, age_key: AgeKey, version: str
+) -> None:
+    """0.1.0 and 0.2.0 apps kept the runtime in their own package. The update moves it to sdk_runtime/, removes
+    the old modules, keeps the team's handler.py byte for byte, and the app's tests (what check_app and
+    every deploy run) stop with the one message saying what to change in it."""
+    if version == "none":
+        pytest.skip("this checkout has no release before 0.3.0")
+    ref = dict(earlier_releases())[version]
+    history = TemplateRepo(tmp_path / "history")
+    run("git", "clone", "-q", TEMPLATE, history.path)
+    configure(history.path)
+    run("git", "rm", "-rq", ".", cwd=history.path)
+    put_working_tree(history.path)
+    current = history.release("v999.0.0")
+    repo = new_monorepo(tmp_path / "repo", answers(age_key), src=history.path, vcs_ref=ref)
+    handler = repo / APP / APP / "handler.py"
+    append(handler, "\n\ndef team_helper() -> str:\n    return 'kept'\n")
+    commit_all(repo, "the team's handler code")
+    before = handler.read_bytes()
+
+    update(repo, vcs_ref=current)
+
+    assert conflicted(repo) == []
+    assert handler.read_bytes() == before
+    assert (repo / APP / "sdk_runtime" / "webhook.py").is_file()
+    for moved in ["webhook.py", "dispatch.py", "server.py", "testing.py"]:
+        assert not (repo / APP / APP / moved).exists(), f"{moved} was left in the team's package"
+    result = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=repo / APP, check=False)
+    assert result.returncode == 4, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert f"{APP}/handler.py was written for sdk-deploy-template before 0.3.0" in said
+    assert "def handle(chat: Chat, settings: Settings) -> None" in said
+    assert said.count("was written for sdk-deploy-template before 0.3.0") == 1
 
 
 def test_update_apps_script_updates_every_app_and_stops_on_conflicts(

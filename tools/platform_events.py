@@ -1,9 +1,9 @@
-"""The platform doubles of a rendered app (`<app>.testing`, `<app>.signing`), for this repository's tests
-and benchmarks.
+"""The app runtime's platform doubles (`sdk_runtime.testing`, `sdk_runtime.signing`), for this repository's
+tests and benchmarks.
 
-One implementation of the event builder, webhook signing and the fake platform API: the generated
-app's own, which its own tests exercise and its Event Socket bridge uses. Those modules import only
-the standard library, so they load here without the app's dependencies.
+One implementation of the event builder, webhook signing and the fake platform API: the runtime's own,
+which every generated app ships unchanged (template/{{app_name}}/sdk_runtime, byte for byte; its
+MANIFEST says so). Those modules import only the standard library, so they load here as they are.
 """
 
 from __future__ import annotations
@@ -13,24 +13,17 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-
-def app_module(app_folder: Path, name: str) -> ModuleType:
-    """`<app>.<name>` imported from `app_folder` (the folder holding the app's package and pyproject.toml)."""
-    package = app_folder.name
-    loaded = sys.modules.get(package)
-    if loaded is not None and Path(loaded.__file__ or "").parent != app_folder / package:
-        for module in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
-            del sys.modules[module]  # another render of an app with the same name
-    if str(app_folder) not in sys.path:
-        sys.path.insert(0, str(app_folder))
-    return importlib.import_module(f"{package}.{name}")
+RUNTIME_PARENT = Path(__file__).resolve().parent.parent / "template" / "{{app_name}}"
 
 
-def signed_event(app_folder: Path, secret: str, module: str | None = None) -> tuple[bytes, dict[str, str]]:
-    """A fresh external-module event for `module` (default: the app's name), as the body and headers
-    of a signed webhook delivery."""
-    testing, signing = app_module(app_folder, "testing"), app_module(app_folder, "signing")
-    event = testing.make_event(module or app_folder.name)
-    body: bytes = testing.body_of(event)
-    headers: dict[str, str] = signing.delivery_headers(body, secret, event)
+def runtime_module(name: str) -> ModuleType:
+    """`sdk_runtime.<name>`, imported from the template (every app's copy is identical)."""
+    if str(RUNTIME_PARENT) not in sys.path:
+        sys.path.insert(0, str(RUNTIME_PARENT))
+    return importlib.import_module(f"sdk_runtime.{name}")
+
+
+def signed_event(module: str, secret: str) -> tuple[bytes, dict[str, str]]:
+    """A fresh external-module event for `module`, as the body and headers of a signed webhook delivery."""
+    body, headers = runtime_module("testing").signed_delivery(runtime_module("testing").make_event(module), secret)
     return body, headers

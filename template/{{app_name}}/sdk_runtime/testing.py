@@ -1,14 +1,18 @@
-"""Doubles of the Unique platform and its clients, for tests and local checks (standard library only).
+"""Doubles of the Unique platform and its clients, for your tests and local checks. A stable API:
 
-- `make_event()`: an event as the platform sends it (unix seconds as text in `createdAt`, as documented).
+- `make_event(module, text=...)`: an event as the platform sends it (unix seconds as text in
+  `createdAt`, as documented); `signed_delivery(event, secret)`: its body and webhook headers.
 - `FakePlatform`: the platform's public API and Event Socket on loopback. It records every request as
   the SDK sends it, refuses what the platform would (no API key, app, user or company header; a body
   that is not JSON), answers like the platform, and plays scripted Event Socket connections.
+- `Harness`: your app (your handler, your settings) behind its real webhook, answering against a
+  FakePlatform: `harness.deliver(event)` returns what the chat got (`Delivery`).
 - `trickle()`: a slow client.
-- `recording_app` (gunicorn target `<app>.testing:recording_app`): this app with a handler that takes
-  RECORDING_APP_SECONDS and then appends the event id to RECORDING_APP_DONE_FILE.
+- `recording_app` (gunicorn target `sdk_runtime.testing:recording_app`): the runtime with a handler
+  that takes RECORDING_APP_SECONDS and then appends the event id to RECORDING_APP_DONE_FILE.
 
-Used by this app's tests, and by the template's own tests and benchmarks: one implementation.
+The pytest fixtures of sdk_runtime.pytest_plugin wrap these. Standard library only, except `Harness`
+(which builds the app) and `recording_app`.
 """
 
 from __future__ import annotations
@@ -19,26 +23,30 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .events import EXTERNAL_MODULE_CHOSEN
+from .signing import delivery_headers
 
 if TYPE_CHECKING:
     from flask import Flask
+    from flask.testing import FlaskClient
 
     from .events import Event
-    from .settings import Settings
 
 REQUIRED_API_HEADERS = ("authorization", "x-app-id", "x-user-id", "x-company-id", "x-api-version")
 STREAM_PATH = "/public/event-socket/events/stream"
 
 
-def make_event(module: str, event: str = EXTERNAL_MODULE_CHOSEN, **envelope: Any) -> dict[str, Any]:
-    """A fresh event with a new id for `module`; `envelope` replaces top-level fields."""
+def make_event(
+    module: str, event: str = EXTERNAL_MODULE_CHOSEN, *, text: str = "Hello", **envelope: Any
+) -> dict[str, Any]:
+    """A fresh event with a new id for `module`, the user having written `text`; `envelope` replaces
+    top-level fields."""
     now = time.time()
     iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))
     data: dict[str, Any] = {
@@ -54,7 +62,7 @@ def make_event(module: str, event: str = EXTERNAL_MODULE_CHOSEN, **envelope: Any
             "configuration": {},
             "chatId": "chat_1",
             "assistantId": "assistant_1",
-            "userMessage": {"id": "msg_user_1", "text": "Hello", "createdAt": iso},
+            "userMessage": {"id": "msg_user_1", "text": text, "createdAt": iso},
             "assistantMessage": {"id": "msg_assistant_1", "createdAt": iso},
         },
     }
@@ -64,6 +72,12 @@ def make_event(module: str, event: str = EXTERNAL_MODULE_CHOSEN, **envelope: Any
 
 def body_of(event: Mapping[str, Any]) -> bytes:
     return json.dumps(event).encode()
+
+
+def signed_delivery(event: Mapping[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a webhook delivery of `event`, signed with `secret` as the platform signs."""
+    body = body_of(event)
+    return body, delivery_headers(body, secret, event)
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,12 @@ class FakePlatform:
         with self._changed:
             self._changed.wait_for(lambda: len(self._selected(api_only)) >= count, timeout)
             return self._selected(api_only)
+
+    def wait_until(self, done: Callable[[list[Recorded]], bool], timeout: float = 10.0) -> list[Recorded]:
+        """The API calls once `done(calls)` holds, else all so far after `timeout` seconds."""
+        with self._changed:
+            self._changed.wait_for(lambda: done(self.api_calls()), timeout)
+            return self.api_calls()
 
     def _selected(self, api_only: bool) -> list[Recorded]:
         return self.api_calls() if api_only else list(self.requests)
@@ -173,7 +193,7 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             platform.record(Recorded(self.command, path, self.path, headers, body, time.monotonic()))
 
-        def _answer(self, status: int, payload: Mapping[str, Any]) -> None:
+        def _answer(self, status: int, payload: Any) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -208,8 +228,10 @@ def _missing_headers(given: Iterable[str], names: tuple[str, ...]) -> str:
     return f"missing headers: {', '.join(missing)}" if missing else ""
 
 
-def _api_answer(method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def _api_answer(method: str, path: str, body: Mapping[str, Any]) -> Any:
     """What the platform answers, in the shape the SDK reads."""
+    if method == "POST" and path.endswith("/search/search"):
+        return []  # no matching chunks
     if method == "PATCH" and "/messages/" in path:
         return {"id": path.rsplit("/", 1)[-1], "object": "message", **body}
     if method == "POST" and path.endswith("/integrated/chat/stream-completions"):
@@ -222,6 +244,118 @@ def _api_answer(method: str, path: str, body: Mapping[str, Any]) -> dict[str, An
 def _sse(data: str, event_id: str | None) -> bytes:
     lines = ([f"id: {event_id}"] if event_id else []) + [f"data: {line}" for line in data.splitlines() or [""]]
     return ("\n".join(lines) + "\n\n").encode()
+
+SECRET = "test-endpoint-secret"
+COMPLETE_FIELDS = ("stoppedStreamingAt", "completedAt")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery of an event to the app did, as the platform saw it."""
+
+    status: int  # the app's answer to the webhook: 202 accepted, 200 ignored/duplicate, 4xx/5xx refused
+    reply: Mapping[str, Any]
+    calls: list[Recorded]  # the platform API calls made while it was handled, in order
+
+    @property
+    def completion(self) -> Recorded | None:
+        """The call that completed the assistant message (stoppedStreamingAt and completedAt set)."""
+        return next((c for c in self.calls if _completes(c)), None)
+
+    @property
+    def completed(self) -> bool:
+        return self.completion is not None
+
+    @property
+    def text(self) -> str | None:
+        """The message's final text, when the completion set one (None keeps what was streamed)."""
+        completion = self.completion
+        return completion.body.get("text") if completion is not None else None
+
+    @property
+    def streamed(self) -> list[Recorded]:
+        return [c for c in self.calls if c.path.endswith("/integrated/chat/stream-completions")]
+
+
+class Harness:
+    """The app of `package` (its handler.py and settings.py), served in-process behind its real webhook,
+    its platform calls going to a FakePlatform. A context manager:
+
+        with Harness("my_app") as harness:
+            delivery = harness.deliver(harness.event(text="Hi"))
+            assert delivery.completed
+    """
+
+    def __init__(
+        self,
+        package: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        handler: Any = None,
+        secret: str = SECRET,
+        handler_timeout: int = 20,
+    ) -> None:
+        self.package = package
+        self.env = dict(env or {})
+        self.handler = handler
+        self.secret = secret
+        self.handler_timeout = handler_timeout
+        self.platform = FakePlatform()
+        self._app: Flask | None = None
+
+    def __enter__(self) -> Harness:
+        from .answering import load_settings_of
+        from .factory import create_app
+        from .settings import AppConfig, RuntimeSettings
+
+        self.platform.__enter__()
+        config = AppConfig.read()
+        self.settings = RuntimeSettings(
+            api_key="key_1",
+            app_id="app_1",
+            platform_url=self.platform.url,
+            company_id="company_1",
+            endpoint_secret=self.secret,
+            module_names=(config.module_name or self.package,),
+            handler_timeout=self.handler_timeout,
+        )
+        app_settings = load_settings_of(self.package, self.env)
+        self._app = create_app(self.package, settings=self.settings, handler=self.handler, app_settings=app_settings)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._app is not None:
+            self._app.extensions["webhook"].pool.drain(time.monotonic() + self.handler_timeout + 5)
+        self.platform.__exit__(*exc)
+
+    @property
+    def client(self) -> FlaskClient:
+        assert self._app is not None, "use the Harness as a context manager"
+        return self._app.test_client()
+
+    def event(self, text: str = "Hello", **envelope: Any) -> dict[str, Any]:
+        """A fresh external-module event for this app, the user having written `text`."""
+        return make_event(self.settings.module_names[0], text=text, **envelope)
+
+    def deliver(self, event: Mapping[str, Any] | None = None, timeout: float | None = None) -> Delivery:
+        """POST `event` (default: a fresh one) to /webhook, signed; wait until its message is completed."""
+        event = event if event is not None else self.event()
+        body, headers = signed_delivery(event, self.secret)
+        before = len(self.platform.api_calls())
+        response = self.client.post("/webhook", data=body, headers=headers)
+        if response.status_code == 202:
+            message_id = str(event.get("payload", {}).get("assistantMessage", {}).get("id", ""))
+            self.platform.wait_until(
+                lambda calls: any(_completes(c) and c.path.endswith(f"/messages/{message_id}") for c in calls[before:]),
+                timeout if timeout is not None else self.handler_timeout + 10,
+            )
+        reply = response.get_json(silent=True) or {}
+        return Delivery(response.status_code, reply, self.platform.api_calls()[before:])
+
+
+def _completes(call: Recorded) -> bool:
+    body = call.body if isinstance(call.body, dict) else {}
+    return call.method == "PATCH" and "/messages/" in call.path and all(body.get(f) for f in COMPLETE_FIELDS)
 
 
 def trickle(port: int, first: bytes, stop: threading.Event, interval: float = 0.2) -> float | None:
@@ -243,7 +377,7 @@ def trickle(port: int, first: bytes, stop: threading.Event, interval: float = 0.
     return None
 
 
-def record_after_a_while(event: Event, settings: Settings) -> None:
+def record_after_a_while(event: Event) -> None:
     """A handler that takes RECORDING_APP_SECONDS, then appends the event id to RECORDING_APP_DONE_FILE."""
     time.sleep(float(os.environ.get("RECORDING_APP_SECONDS", "0")))
     if done := os.environ.get("RECORDING_APP_DONE_FILE"):
@@ -255,7 +389,7 @@ def __getattr__(name: str) -> object:
     if name == "recording_app":  # built on access: importing this module needs the standard library only
         from .factory import create_app
 
-        app: Flask = create_app(handler=record_after_a_while)
+        app: Flask = create_app(process=record_after_a_while)
         globals()[name] = app
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

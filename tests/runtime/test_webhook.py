@@ -22,15 +22,15 @@ import pytest
 import unique_sdk
 from flask.testing import FlaskClient
 
-from {{ app_name }} import dispatch
-from {{ app_name }}.events import USER_MESSAGE_CREATED, ChatRequest, Event
-from {{ app_name }}.settings import Settings
-from {{ app_name }}.signing import sign
-from {{ app_name }}.testing import FakePlatform
+from sdk_runtime import dispatch
+from sdk_runtime.events import USER_MESSAGE_CREATED, ChatRequest, Event
+from sdk_runtime.settings import RuntimeSettings
+from sdk_runtime.signing import sign
+from sdk_runtime.testing import FakePlatform
 
-from .conftest import MODULE, SECRET, AppFactory, Recorder, event, post, reply_of, signed
+from .conftest import MODULE, SECRET, AppFactory, Recorder, TeamPackage, event, post, reply_of, runtime_settings, signed
 
-MAX_AGE = Settings().webhook_max_age
+MAX_AGE = RuntimeSettings().webhook_max_age
 
 
 def documented_user_message_created(created_at: str) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def test_health_answers_ok(client: FlaskClient) -> None:
 
 
 def test_documented_external_module_event_is_accepted_and_handled(make_app: AppFactory, recorder: Recorder) -> None:
-    client = make_app(Settings(endpoint_secret=SECRET, module_name="example-sdk"), recorder).test_client()
+    client = make_app(runtime_settings(endpoint_secret=SECRET, module_names=("example-sdk",)), recorder).test_client()
     body, headers = signed(documented_external_module_chosen(now_seconds()))
     response = post(client, body, headers)
     assert response.status_code == 202, response.data
@@ -220,7 +220,7 @@ def test_a_repeated_delivery_is_handled_once(client: FlaskClient, recorder: Reco
 def test_repeats_are_caught_across_the_workers_of_a_replica(
     make_app: AppFactory, recorder: Recorder, tmp_path: Path
 ) -> None:
-    shared = Settings(endpoint_secret=SECRET, module_name=MODULE, delivered_ids_dir=str(tmp_path))
+    shared = runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,), delivered_ids_dir=str(tmp_path))
     first, second = make_app(shared, recorder).test_client(), make_app(shared, recorder).test_client()
     data = event()
     assert post(first, *signed(data)).status_code == 202
@@ -296,7 +296,7 @@ def test_an_unsigned_malformed_body_is_unauthorized_before_it_is_parsed(client: 
 
 
 def test_a_body_over_the_limit_gets_413_without_being_read(make_app: AppFactory, recorder: Recorder) -> None:
-    app = make_app(Settings(endpoint_secret=SECRET, module_name=MODULE, webhook_max_bytes=1024), recorder)
+    app = make_app(runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,), webhook_max_bytes=1024), recorder)
 
     class Unreadable(io.RawIOBase):
         def readinto(self, buffer: Any) -> int:
@@ -316,7 +316,7 @@ def test_a_body_over_the_limit_gets_413_without_being_read(make_app: AppFactory,
 def test_locally_without_a_secret_unsigned_events_are_handled(
     make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = make_app(Settings(endpoint_secret="", module_name=MODULE, deployed=False), recorder)
+    app = make_app(runtime_settings(endpoint_secret="", module_names=(MODULE,), deployed=False), recorder)
     assert "unsigned events are accepted" in capsys.readouterr().out
     response = app.test_client().post(
         "/webhook", data=json.dumps(event()), headers={"Content-Type": "application/json"}
@@ -328,7 +328,7 @@ def test_locally_without_a_secret_unsigned_events_are_handled(
 def test_deployed_without_a_secret_nothing_is_acted_on_and_the_platform_retries(
     make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    app = make_app(Settings(endpoint_secret="", module_name=MODULE, deployed=True), recorder)
+    app = make_app(runtime_settings(endpoint_secret="", module_names=(MODULE,), deployed=True), recorder)
     assert "ENDPOINT_SECRET is not set" in capsys.readouterr().out
     unsigned = app.test_client().post(
         "/webhook", data=json.dumps(event()), headers={"Content-Type": "application/json"}
@@ -350,11 +350,11 @@ def test_deployed_without_a_secret_nothing_is_acted_on_and_the_platform_retries(
 def test_a_full_pool_answers_503_and_the_retry_succeeds(make_app: AppFactory, recorder: Recorder) -> None:
     release = threading.Event()
 
-    def slow(handled: Event, settings: Settings) -> None:
+    def slow(handled: Event) -> None:
         release.wait(10)
-        recorder(handled, settings)
+        recorder(handled)
 
-    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_threads=1, handler_timeout=3600)
+    settings = runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,), handler_threads=1, handler_timeout=3600)
     app = make_app(settings, slow)
     assert app.extensions["webhook"].pool.capacity == 1  # one thread, and one event can take the whole budget
     client = app.test_client()
@@ -373,8 +373,8 @@ def test_a_full_pool_answers_503_and_the_retry_succeeds(make_app: AppFactory, re
 
 
 def test_capacity_is_what_the_threads_can_finish_in_the_drain_budget(make_app: AppFactory) -> None:
-    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_threads=4, handler_timeout=5)
-    pool = make_app(settings).extensions["webhook"].pool
+    settings = runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,), handler_threads=4, handler_timeout=5)
+    pool = make_app(settings, Recorder()).extensions["webhook"].pool
     assert pool.capacity == 4 * int(dispatch.drain_budget() // 5)
 
 
@@ -388,7 +388,7 @@ def test_a_stopping_replica_takes_no_new_events(client: FlaskClient, recorder: R
 
 def test_concurrent_requests_are_each_handled_once(make_app: AppFactory, recorder: Recorder) -> None:
     events = [event() for _ in range(64)]
-    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, handler_timeout=1)
+    settings = runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,), handler_timeout=1)
     app = make_app(settings, recorder)
 
     def deliver(data: dict[str, Any]) -> int:
@@ -405,12 +405,12 @@ def test_concurrent_requests_are_each_handled_once(make_app: AppFactory, recorde
 def test_a_handler_that_cannot_load_gets_503_so_the_platform_retries(
     make_app: AppFactory,
     platform: FakePlatform,
-    monkeypatch: pytest.MonkeyPatch,
+    team_package: TeamPackage,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setitem(sys.modules, "{{ app_name }}.handler", None)  # as if handler.py failed to import
-    settings = Settings(endpoint_secret=SECRET, module_name=MODULE, api_key="k", app_id="a", api_base=platform.url)
-    client = make_app(settings).test_client()
+    package = team_package("raise ImportError('a bug in handler.py')\n")
+    settings = runtime_settings(api_key="k", app_id="a", platform_url=platform.url)
+    client = make_app(settings, package=package).test_client()
     data = event()
     response = post(client, *signed(data))
     assert response.status_code == 503
@@ -418,9 +418,12 @@ def test_a_handler_that_cannot_load_gets_503_so_the_platform_retries(
     log = capsys.readouterr().out
     assert f"event {data['id']}: the handler cannot be loaded" in log
     assert "Traceback" in log
-    monkeypatch.delitem(sys.modules, "{{ app_name }}.handler")
+    folder = Path(sys.modules[package].__file__ or "").parent
+    (folder / "handler.py").write_text("def handle(chat, settings):\n    chat.complete('fixed')\n")
+    sys.modules.pop(f"{package}.handler", None)
     assert post(client, *signed(data)).status_code == 202  # the retry, once it loads, is not a duplicate
-    assert len(platform.wait_for(2)) == 2  # and the real handler answered in the chat
+    [completion] = platform.wait_for(1)  # and the fixed handler answered in the chat
+    assert completion.body["text"] == "fixed"
 
 
 def test_secrets_never_reach_the_logs(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> None:
@@ -433,12 +436,12 @@ def test_secrets_never_reach_the_logs(client: FlaskClient, capsys: pytest.Captur
 def test_a_failing_handler_is_logged_with_its_event_id_and_later_events_are_handled(
     make_app: AppFactory, recorder: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def handler(handled: Event, settings: Settings) -> None:
+    def handler(handled: Event) -> None:
         if handled.chat_id == "chat_boom":
             raise RuntimeError("handler bug")
-        recorder(handled, settings)
+        recorder(handled)
 
-    app = make_app(Settings(endpoint_secret=SECRET, module_name=MODULE), handler)
+    app = make_app(runtime_settings(endpoint_secret=SECRET, module_names=(MODULE,)), handler)
     client = app.test_client()
     failing, fine = event(), event()
     failing["payload"]["chatId"] = "chat_boom"
@@ -447,5 +450,5 @@ def test_a_failing_handler_is_logged_with_its_event_id_and_later_events_are_hand
     assert [e.id for e in recorder.wait_for(1)] == [fine["id"]]
     app.extensions["webhook"].pool.drain(time.monotonic() + 10)
     out = capsys.readouterr().out
-    assert f"event {failing['id']}: handler failed" in out
+    assert f"event {failing['id']}: handler failed" in out  # the pool's last resort: answering catches first
     assert "RuntimeError: handler bug" in out

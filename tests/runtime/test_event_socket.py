@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from werkzeug.serving import make_server
 
-from {{ app_name }}.event_socket import STREAM_PATH, Backoff, Bridge, base_url, stream_url
-from {{ app_name }}.events import EXTERNAL_MODULE_CHOSEN, USER_MESSAGE_CREATED
-from {{ app_name }}.settings import Settings
-from {{ app_name }}.testing import FakePlatform, Stream
+from sdk_runtime.event_socket import STREAM_PATH, Backoff, Bridge, stream_url
+from sdk_runtime.events import EXTERNAL_MODULE_CHOSEN, USER_MESSAGE_CREATED
+from sdk_runtime.settings import RuntimeSettings, platform_url
+from sdk_runtime.testing import FakePlatform, Stream
 
-from .conftest import MODULE, SECRET, AppFactory, Recorder, event
+from .conftest import MODULE, SECRET, AppFactory, Recorder, event, runtime_settings
 
 BASE = 0.2  # seconds: the first failure waits 0.1 to 0.2 s, the second 0.2 to 0.4 s
 RunBridge = Callable[[Bridge], None]
@@ -24,21 +24,22 @@ def message(data: dict[str, object], event_id: str) -> tuple[str, str | None]:
     return json.dumps(data), event_id
 
 
-def bridge_settings(platform: FakePlatform) -> Settings:
-    return Settings(
+def bridge_settings(platform: FakePlatform) -> RuntimeSettings:
+    return RuntimeSettings(
         api_key="key_1",
         app_id="app_1",
         company_id="company_1",
-        base_url=platform.url,
+        user_id="user_1",
+        platform_url=platform.url,
         endpoint_secret=SECRET,
-        module_name=MODULE,
+        module_names=(MODULE,),
     )
 
 
 @pytest.fixture
 def webhook_url(make_app: AppFactory, recorder: Recorder) -> Iterator[str]:
     server = make_server(
-        "127.0.0.1", 0, make_app(Settings(endpoint_secret=SECRET, module_name=MODULE), recorder), threaded=True
+        "127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -76,7 +77,7 @@ def test_events_arrive_once_each_and_a_closed_or_idle_stream_is_reopened_at_once
         Stream([("{not json", "3"), message(third, "4"), message(other, "5")], then="idle"),
     ]
     bridge = Bridge(
-        bridge_settings(platform), target=webhook_url, module_filter=MODULE, read_timeout=0.5, backoff=Backoff(BASE)
+        bridge_settings(platform), target=webhook_url, module_filter=[MODULE], read_timeout=0.5, backoff=Backoff(BASE)
     )
     run_bridge(bridge)
 
@@ -122,6 +123,8 @@ def test_the_stream_is_requested_as_the_platform_expects(
     assert connection.headers["authorization"] == "Bearer key_1"
     assert connection.headers["x-app-id"] == "app_1"
     assert connection.headers["x-company-id"] == "company_1"
+    assert connection.headers["x-user-id"] == "user_1"  # unique_toolkit sends these two as well
+    assert connection.headers["x-api-version"] == "2023-12-06"
     assert "last-event-id" not in connection.headers
 
 
@@ -131,7 +134,7 @@ def test_the_assistant_filter_forwards_only_that_assistants_events(
     theirs, mine = event(), event()
     mine["payload"]["assistantId"] = "assistant_mine"
     platform.streams = [Stream([message(theirs, "1"), message(mine, "2")], then="idle")]
-    bridge = Bridge(bridge_settings(platform), target=webhook_url, assistant_filter="assistant_mine", read_timeout=1)
+    bridge = Bridge(bridge_settings(platform), target=webhook_url, assistant_filter=["assistant_mine"], read_timeout=1)
     run_bridge(bridge)
     assert [e.id for e in recorder.wait_for(1)] == [mine["id"]]
     assert [e.id for e in recorder.wait_for(2, timeout=0.5)] == [mine["id"]]
@@ -142,26 +145,27 @@ def test_the_assistant_filter_forwards_only_that_assistants_events(
     [
         ("gateway.acme.unique.app", "https://gateway.acme.unique.app"),  # as the platform's docs write it
         ("https://gateway.acme.unique.app/", "https://gateway.acme.unique.app"),
+        ("https://gateway.acme.unique.app/public/chat-gen2", "https://gateway.acme.unique.app"),  # an API base
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
     ],
 )
-def test_base_url_without_a_scheme_means_https(given: str, used: str) -> None:
-    assert base_url(given) == used
-    assert stream_url(given, [EXTERNAL_MODULE_CHOSEN]).startswith(f"{used}{STREAM_PATH}?subscriptions=")
+def test_the_stream_is_the_platform_urls_host_and_https_by_default(given: str, used: str) -> None:
+    settings = RuntimeSettings(platform_url=platform_url(given))
+    assert settings.stream_base == used
+    assert stream_url(settings.stream_base, [EXTERNAL_MODULE_CHOSEN]).startswith(f"{used}{STREAM_PATH}?subscriptions=")
 
 
 @pytest.mark.parametrize("given", ["ftp://gateway.acme.unique.app", "https://", "wss://gateway.acme.unique.app"])
-def test_a_base_url_that_cannot_work_is_refused_at_start(given: str) -> None:
-    settings = Settings(base_url=given, api_key="k", app_id="a", company_id="c")
-    with pytest.raises(ValueError, match="BASE_URL must be a host name or an http"):
-        Bridge(settings)
+def test_a_platform_url_that_cannot_work_is_refused_at_start(given: str) -> None:
+    with pytest.raises(ValueError, match=r"UNIQUE_API_BASE_URL \(or BASE_URL, API_BASE\) must be a host name or an http"):
+        RuntimeSettings.from_env({"UNIQUE_API_BASE_URL": given})
 
 
 def test_the_bridge_refuses_to_start_without_its_settings() -> None:
-    with pytest.raises(ValueError, match="BASE_URL, API_KEY, APP_ID, COMPANY_ID not set"):
-        Bridge(Settings())
-    with pytest.raises(ValueError, match=r"^API_KEY not set"):
-        Bridge(Settings(base_url="http://platform", app_id="a", company_id="c"))
+    with pytest.raises(ValueError, match=r"UNIQUE_APP_KEY \(or API_KEY\), UNIQUE_APP_ID \(or APP_ID\), UNIQUE_AUTH"):
+        Bridge(RuntimeSettings())
+    with pytest.raises(ValueError, match=r"^UNIQUE_APP_KEY \(or API_KEY\) not set"):
+        Bridge(RuntimeSettings(app_id="a", company_id="c"))
 
 
 def test_backoff_is_capped_and_jittered() -> None:

@@ -1,4 +1,5 @@
-"""The production server on loopback: gunicorn with gunicorn.conf.py and this app's worker (server.py)."""
+"""The production server on loopback: gunicorn with a rendered app's gunicorn.conf.py and the runtime's worker
+(sdk_runtime/server.py), from this repository's environment (the locks' versions)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ from pathlib import Path
 import gunicorn
 import pytest
 
-from {{ app_name }}.server import GUNICORN_VERSION
-from {{ app_name }}.signing import sign
-from {{ app_name }}.testing import trickle
+from sdk_runtime.server import GUNICORN_VERSION
+from sdk_runtime.signing import sign
+from sdk_runtime.testing import trickle
 
 from .conftest import MODULE, SECRET, event, signed
 
-APP_FOLDER = Path(__file__).resolve().parent.parent
+from ..conftest import APP
 
 
 @dataclass
@@ -70,7 +71,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServerFactory]:
+def serve(tmp_path: Path, monorepo: Path) -> Iterator[ServerFactory]:
     """Starts gunicorn as the image does (its config, its worker) on a free port; always stops it."""
     processes: list[subprocess.Popen[str]] = []
 
@@ -78,7 +79,7 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
         port = free_port()
         environment = {
             **{k: v for k, v in os.environ.items() if k != "ENCRYPTED_ENV_FILE"},
-            "MODULE": "{{ app_name }}.testing",
+            "MODULE": "sdk_runtime.testing",
             "APP_NAME": "recording_app",
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -90,7 +91,7 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
         }
         command = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", *args]
         process = subprocess.Popen(
-            command, cwd=APP_FOLDER, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=monorepo / APP, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         processes.append(process)
         server = Server(process, port, tmp_path / "done.txt")

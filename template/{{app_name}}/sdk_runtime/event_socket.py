@@ -4,7 +4,11 @@ For development without a tunnel. It subscribes to the platform's Event Socket a
 event to the running app's /webhook, signed with the local ENDPOINT_SECRET exactly as the
 platform signs webhooks, so events take the production code path (no second copy of the logic).
 
-    poetry run python -m {{ app_name }}.event_socket            # app at http://localhost:{{ local_port }}
+    poetry run python -m sdk_runtime.event_socket     # from the app folder; the app at localhost:<local_port>
+
+The stream is the platform URL's host (UNIQUE_API_BASE_URL, or BASE_URL/API_BASE) with the Event Socket's
+path, as unique_toolkit builds it; the headers are the toolkit's too. DEVELOPMENT ONLY: the platform's docs
+require users to acknowledge the Event Socket's risks in writing and to accept its Terms of Use.
 
 The platform closes the stream after about 10 minutes and does not replay missed events, so a
 stream that was open and then closed or went quiet is reopened at once; only connections that fail
@@ -21,19 +25,19 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
 from .events import EXTERNAL_MODULE_CHOSEN, InvalidEvent, parse_event
-from .settings import Settings, load_settings
+from .settings import RuntimeSettings, load_settings
 from .signing import delivery_headers
 
 logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/public/event-socket/events/stream"
-DEFAULT_TARGET = "http://localhost:{{ local_port }}/webhook"
+API_VERSION = "2023-12-06"  # the x-api-version unique_toolkit sends (its UniqueApi.version default)
 DEFAULT_SUBSCRIPTIONS = (EXTERNAL_MODULE_CHOSEN,)
 HEALTHY_AFTER = 1.0  # a stream open this long (or that delivered events) counts as a good connection
 
@@ -51,30 +55,22 @@ class Backoff:
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 jitter, not cryptography
 
 
-def base_url(value: str) -> str:
-    """BASE_URL as the docs write it (`gateway.<tenant>.unique.app`) or with a scheme; https by default."""
-    url = value.strip()
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(
-            f"BASE_URL must be a host name or an http(s) URL, e.g. gateway.<tenant>.unique.app; got {value!r}"
-        )
-    return parts.geturl().rstrip("/")
-
-
 def stream_url(base: str, subscriptions: Iterable[str]) -> str:
     """The stream URL, subscriptions joined with literal commas as the platform's toolkit sends them."""
     names = ",".join(quote(name, safe="") for name in subscriptions)
-    return f"{base_url(base)}{STREAM_PATH}?subscriptions={names}"
+    return f"{base.rstrip('/')}{STREAM_PATH}?subscriptions={names}"
 
 
-def stream_headers(settings: Settings, last_event_id: str | None) -> dict[str, str]:
+def stream_headers(settings: RuntimeSettings, last_event_id: str | None) -> dict[str, str]:
     headers = {
         "Authorization": f"Bearer {settings.api_key}",
         "x-app-id": settings.app_id,
         "x-company-id": settings.company_id,
+        "x-api-version": API_VERSION,
         "Accept": "text/event-stream",
     }
+    if settings.user_id:
+        headers["x-user-id"] = settings.user_id
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
     return headers
@@ -94,28 +90,27 @@ class Bridge:
 
     def __init__(
         self,
-        settings: Settings,
-        target: str = DEFAULT_TARGET,
+        settings: RuntimeSettings,
+        target: str = "",
         subscriptions: Iterable[str] = DEFAULT_SUBSCRIPTIONS,
-        module_filter: str | None = None,
-        assistant_filter: str | None = None,
+        module_filter: Iterable[str] = (),
+        assistant_filter: Iterable[str] = (),
         read_timeout: float = 60.0,
         backoff: Backoff = Backoff(),
     ) -> None:
         required = {
-            "BASE_URL": settings.base_url,
-            "API_KEY": settings.api_key,
-            "APP_ID": settings.app_id,
-            "COMPANY_ID": settings.company_id,
+            "UNIQUE_APP_KEY (or API_KEY)": settings.api_key,
+            "UNIQUE_APP_ID (or APP_ID)": settings.app_id,
+            "UNIQUE_AUTH_COMPANY_ID (or COMPANY_ID)": settings.company_id,
         }
         if missing := [name for name, value in required.items() if not value]:
             raise ValueError(f"{', '.join(missing)} not set: the Event Socket needs them (see .env.example)")
         self.settings = settings
-        self.url = stream_url(settings.base_url, subscriptions)
-        self.target = target
+        self.url = stream_url(settings.stream_base, subscriptions)
+        self.target = target or default_target(settings)
         self.subscriptions = tuple(subscriptions)
-        self.module_filter = module_filter
-        self.assistant_filter = assistant_filter
+        self.module_filter = tuple(module_filter)
+        self.assistant_filter = tuple(assistant_filter)
         self.backoff = backoff
         self.timeout = httpx.Timeout(10.0, read=read_timeout)
         self.last_event_id: str | None = None
@@ -170,10 +165,11 @@ class Bridge:
             return
         if event.event not in self.subscriptions:
             return
-        if self.module_filter and event.event == EXTERNAL_MODULE_CHOSEN and event.module_name != self.module_filter:
+        chosen = event.event == EXTERNAL_MODULE_CHOSEN
+        if self.module_filter and chosen and event.module_name not in self.module_filter:
             logger.info("event socket: %s is for module %r: skipped", event.id, event.module_name)
             return
-        if self.assistant_filter and event.assistant_id != self.assistant_filter:
+        if self.assistant_filter and event.assistant_id not in self.assistant_filter:
             logger.info("event socket: %s is for another assistant: skipped", event.id)
             return
         body = data.encode()
@@ -189,25 +185,33 @@ class Bridge:
         logger.info("event socket: %s %s -> %s %s", event.event, event.id, response.status_code, response.text.strip())
 
 
+def default_target(settings: RuntimeSettings) -> str:
+    return f"http://localhost:{settings.local_port}/webhook"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m {{ app_name }}.event_socket", description="Event Socket bridge")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="the app's webhook URL (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="python -m sdk_runtime.event_socket", description="Event Socket bridge")
+    parser.add_argument("--target", help="the app's webhook URL (default: http://localhost:<local_port>/webhook)")
     parser.add_argument("--subscriptions", default=",".join(DEFAULT_SUBSCRIPTIONS), help="comma-separated events")
     parser.add_argument("--any-module", action="store_true", help="forward events for every module too")
     parser.add_argument("--assistant", help="forward only events of this assistant id (payload.assistantId)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
+    logger.warning("event socket: development only (the platform's Terms of Use for the Event Socket apply)")
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        parser.error(str(error))
     if not settings.endpoint_secret:
         logger.warning("ENDPOINT_SECRET is not set: events are forwarded unsigned (the local app accepts them)")
     try:
         bridge = Bridge(
             settings,
-            target=args.target,
+            target=args.target or "",
             subscriptions=[name.strip() for name in args.subscriptions.split(",") if name.strip()],
-            module_filter=None if args.any_module else settings.module_name,
-            assistant_filter=args.assistant,
+            module_filter=() if args.any_module else settings.module_names,
+            assistant_filter=[args.assistant] if args.assistant else settings.assistant_ids,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -38,6 +38,7 @@ class Event:
     payload: Mapping[str, Any] = field(repr=False)
     created_at: datetime | None = None  # absent in some events: then only the delivery header dates it
     version: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the JSON as sent
 
     @property
     def module_name(self) -> str | None:
@@ -113,6 +114,7 @@ def parse_event(body: bytes | str) -> Event:
         payload=payload,
         created_at=parse_timestamp(data.get("createdAt")),
         version=data.get("version") or "",
+        data=data,
     )
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, Response, current_app, request
 
 from .dispatch import DeliveredIds, HandlerPool
-from .events import EXTERNAL_MODULE_CHOSEN, Event, InvalidEvent, parse_event
-from .settings import Settings
+from .events import EXTERNAL_MODULE_CHOSEN, ChatRequest, Event, InvalidEvent, parse_event
+from .settings import RuntimeSettings
 from .signing import CREATED_AT_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
 logger = logging.getLogger(__name__)
@@ -27,11 +27,11 @@ FUTURE_SKEW = timedelta(seconds=300)  # clock difference tolerated for a signed 
 HANDLED_EVENTS = frozenset({EXTERNAL_MODULE_CHOSEN})
 UNCONFIGURED = (
     "ENDPOINT_SECRET is not set: /webhook answers 503 so the platform retries its events. Put the "
-    "platform's signing secret for this webhook into ENDPOINT_SECRET in the encrypted env file "
+    "platform's signing secret for this webhook into UNIQUE_APP_ENDPOINT_SECRET (or ENDPOINT_SECRET) in the "
+    "encrypted env file "
     "(python scripts/env_secrets.py edit <app>) and deploy again."
 )
 
-EventHandler = Callable[[Event, Settings], None]
 blueprint = Blueprint("webhook", __name__)
 
 
@@ -39,8 +39,9 @@ blueprint = Blueprint("webhook", __name__)
 class WebhookState:
     """What the webhook route needs; one per app, stored in app.extensions."""
 
-    settings: Settings
-    load_handler: Callable[[Settings], EventHandler]
+    settings: RuntimeSettings
+    process: Callable[[Event], None]  # runs an accepted event in the background (the team's handler)
+    ready: Callable[[], object]  # raises while the handler cannot be loaded
     pool: HandlerPool
     delivered: DeliveredIds
 
@@ -77,20 +78,25 @@ def receive() -> Response:
     if not _is_for_this_app(event, settings):
         return reply(200, "ignored")
     try:
-        handler = webhook.load_handler(settings)  # the first event pays for importing it
+        ChatRequest.from_event(event)
+    except InvalidEvent as error:  # no retry can add the missing ids, and without them no answer
+        logger.warning("webhook refused: %s", error)
+        return reply(400, "invalid", error=str(error))
+    try:
+        webhook.ready()  # normally loaded at start; a handler.py that cannot load makes this raise
     except Exception:
         logger.exception("event %s: the handler cannot be loaded; answering 503 so the platform retries", event.id)
         return reply(503, "unavailable", retry_after=60, error="the event handler cannot be loaded")
     if not webhook.delivered.first_time(event.id):
         return reply(200, "duplicate")
-    if not webhook.pool.submit(event.id, lambda: handler(event, settings)):
+    if not webhook.pool.submit(event.id, lambda: webhook.process(event)):
         webhook.delivered.forget(event.id)  # the platform retries: the retry must not look like a duplicate
         return _busy(webhook.pool, event)
     logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
     return reply(202, "accepted")
 
 
-def _checked_event(body: bytes, settings: Settings) -> Event:
+def _checked_event(body: bytes, settings: RuntimeSettings) -> Event:
     """The event of a genuine, fresh delivery; SignatureError (-> 401) or InvalidEvent (-> 400) otherwise.
 
     The signature is checked before the body is parsed. It covers the body only, not the delivery
@@ -112,8 +118,23 @@ def _checked_event(body: bytes, settings: Settings) -> Event:
     return event
 
 
-def _is_for_this_app(event: Event, settings: Settings) -> bool:
-    return event.event in HANDLED_EVENTS and event.module_name == settings.module_name
+def _is_for_this_app(event: Event, settings: RuntimeSettings) -> bool:
+    """An external-module event for one of this app's modules and assistants (the toolkit's filter:
+    an empty list admits all). A mismatch is logged with both names: it is a configuration mistake."""
+    if event.event not in HANDLED_EVENTS:
+        return False
+    if settings.module_names and event.module_name not in settings.module_names:
+        logger.info(
+            "event %s ignored: it is for module %r, this app answers %s (MODULE_NAME)",
+            event.id,
+            event.module_name,
+            ", ".join(repr(name) for name in settings.module_names),
+        )
+        return False
+    if settings.assistant_ids and event.assistant_id not in settings.assistant_ids:
+        logger.info("event %s ignored: assistant %r is not in this app's assistant ids", event.id, event.assistant_id)
+        return False
+    return True
 
 
 def _busy(pool: HandlerPool, event: Event) -> Response:
