@@ -130,7 +130,9 @@ def test_event_socket_bridge_runs_as_documented_and_stops_cleanly_on_ctrl_c(inst
     testing = runtime_module("testing")
     with testing.FakePlatform() as platform:  # a stream that stays open and silent
         env = tool_env(BASE_URL=platform.url, API_KEY="k", APP_ID="a", COMPANY_ID="c")
-        process = spawn([installed_app.bin / "python", "-m", "sdk_runtime.event_socket"], cwd=installed_app.folder, env=env)
+        process = spawn(
+            [installed_app.bin / "python", "-m", "sdk_runtime.event_socket"], cwd=installed_app.folder, env=env
+        )
         deadline = time.monotonic() + 20
         output = ""
         while "connected to" not in output and time.monotonic() < deadline:

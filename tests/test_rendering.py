@@ -82,7 +82,10 @@ def test_app_files_are_rendered_with_its_names(monorepo: Path) -> None:
         ".dockerignore",
         f"{APP}/__init__.py",
         f"{APP}/handler.py",
-        "tests/test_webhook.py",
+        f"{APP}/settings.py",
+        "tests/test_handler.py",
+        "sdk_runtime/webhook.py",
+        "sdk_runtime/MANIFEST",
     ]:
         assert (app / name).is_file(), name
     for name in [
@@ -215,3 +218,15 @@ def test_apps_md_add_an_app_command_adds_an_app(tmp_path: Path, age_key: AgeKey)
     result = run("bash", "-c", f"{VENV_BIN}/{command} --vcs-ref HEAD --defaults --data app_name=second_app", cwd=repo)
     assert (repo / "second_app/.copier-answers.yml").is_file(), result.stdout + result.stderr
     assert (repo / ".github/workflows/second_app.prod.deploy.yaml").is_file()
+
+
+def test_the_teams_package_holds_only_the_teams_code(monorepo: Path) -> None:
+    """The runtime is in sdk_runtime/; the team's package is its handler, its settings and 3 lines of wiring."""
+    package = monorepo / APP / APP
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "handler.py", "settings.py"]
+    lines = sum(len(p.read_text().splitlines()) for p in package.glob("*.py") if p.name != "handler.py")
+    assert lines <= 200
+    for path in [*package.glob("*.py"), *(monorepo / APP / "tests").glob("*.py")]:
+        assert "sdk_runtime" not in path.name
+    assert "YOUR CODE" in (package / "handler.py").read_text().splitlines()[0]
+    assert "TEMPLATE-OWNED" in (monorepo / APP / "sdk_runtime" / "__init__.py").read_text().splitlines()[0]

@@ -88,7 +88,7 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     editor = tmp_path / "fill-one-key"  # what a person does in $EDITOR: fill in the one key they have
     editor.write_text(
         f"#!/usr/bin/env python3\nimport pathlib, sys\np = pathlib.Path(sys.argv[1])\n"
-        f"p.write_text(p.read_text().replace('\\nAPI_KEY=\\n', '\\nAPI_KEY={LEAK}\\n'))\n"
+        f"p.write_text(p.read_text().replace('\\nUNIQUE_APP_KEY=\\n', '\\nUNIQUE_APP_KEY={LEAK}\\n'))\n"
     )
     editor.chmod(0o755)
     env = "dev" if per_environment else ""
@@ -103,9 +103,9 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     name = f".env.{env}.enc" if env else ".env.enc"
     committed = run("git", "show", f"HEAD:{APP}/{name}", cwd=repo).stdout
     assert LEAK not in committed
-    assert "\nENDPOINT_SECRET=\n" in committed, "an empty value stays empty (sops leaves it in clear)"
+    assert "\nUNIQUE_APP_ENDPOINT_SECRET=\n" in committed, "an empty value stays empty (sops leaves it in clear)"
     decrypted = sops_dotenv("--decrypt", repo / APP / name, SOPS_AGE_KEY=age_key.private)
-    assert f"\nAPI_KEY={LEAK}\n" in decrypted
+    assert f"\nUNIQUE_APP_KEY={LEAK}\n" in decrypted
     assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
 
 
@@ -530,7 +530,7 @@ def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: A
     lines), so decrypt says so instead of refusing; a plain file that differs is still refused."""
     secrets(repo, "new", APP)
     plain = repo / APP / ".env"
-    plain.write_text(plain.read_text().replace("\nAPI_KEY=\n", "\nAPI_KEY=sk-same\n"))
+    plain.write_text(plain.read_text().replace("\nUNIQUE_APP_KEY=\n", "\nUNIQUE_APP_KEY=sk-same\n"))
     before = plain.read_text()
     secrets(repo, "encrypt", APP)
     result = secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from sdk_runtime.answering import HandlerContractError, load_handler_of
 from sdk_runtime.chat import APOLOGY, TIMEOUT_APOLOGY
 from sdk_runtime.testing import Harness, Recorded
@@ -66,7 +65,8 @@ HANDLERS = {"only-completes": ONLY_COMPLETES, "raises": RAISES, "searches": SEAR
 
 
 def assert_completes_now(call: Recorded, text: str | None = None) -> None:
-    assert call.method == "PATCH" and call.path.endswith("/messages/msg_assistant_1")
+    assert call.method == "PATCH"
+    assert call.path.endswith("/messages/msg_assistant_1")
     assert call.body["chatId"] == "chat_1"
     for field in ("stoppedStreamingAt", "completedAt"):  # ISO 8601 text, the same instant
         assert timedelta(0) <= datetime.now(UTC) - datetime.fromisoformat(call.body[field]) < timedelta(minutes=1)
@@ -103,7 +103,7 @@ def test_the_example_streams_the_models_answer_then_the_runtime_completes_it(tea
 
 def test_a_handler_that_only_completes_the_message_is_not_completed_twice(team_package: TeamPackage) -> None:
     with Harness(team_package(ONLY_COMPLETES)) as harness:
-        delivery = harness.deliver(harness.event(text="four"))
+        harness.deliver(harness.event(text="four"))
         time.sleep(0.3)  # room for a second completion, which must not come
         calls = harness.platform.api_calls()
     [completion] = calls
@@ -194,7 +194,7 @@ def test_the_generated_apps_own_tests_pass_for_any_handler_with_the_documented_s
     monorepo: Path, tmp_path: Path, handler: str
 ) -> None:
     """The app's tests (tests/test_handler.py, as generated) with its handler.py replaced, run as check_app
-    runs them: pytest in the app folder, with the runtime's plugin from pyproject.toml."""
+    runs them: pytest in the app folder, with the runtime's plugin from the app's conftest.py."""
     app = tmp_path / APP
     subprocess.run(["cp", "-r", str(monorepo / APP), str(app)], check=True)
     (app / APP / "handler.py").write_text(HANDLERS[handler])

@@ -7,12 +7,11 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from werkzeug.serving import make_server
-
 from sdk_runtime.event_socket import STREAM_PATH, Backoff, Bridge, stream_url
 from sdk_runtime.events import EXTERNAL_MODULE_CHOSEN, USER_MESSAGE_CREATED
 from sdk_runtime.settings import RuntimeSettings, platform_url
 from sdk_runtime.testing import FakePlatform, Stream
+from werkzeug.serving import make_server
 
 from .conftest import MODULE, SECRET, AppFactory, Recorder, event, runtime_settings
 
@@ -38,9 +37,7 @@ def bridge_settings(platform: FakePlatform) -> RuntimeSettings:
 
 @pytest.fixture
 def webhook_url(make_app: AppFactory, recorder: Recorder) -> Iterator[str]:
-    server = make_server(
-        "127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True
-    )
+    server = make_server("127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/webhook"
@@ -157,7 +154,9 @@ def test_the_stream_is_the_platform_urls_host_and_https_by_default(given: str, u
 
 @pytest.mark.parametrize("given", ["ftp://gateway.acme.unique.app", "https://", "wss://gateway.acme.unique.app"])
 def test_a_platform_url_that_cannot_work_is_refused_at_start(given: str) -> None:
-    with pytest.raises(ValueError, match=r"UNIQUE_API_BASE_URL \(or BASE_URL, API_BASE\) must be a host name or an http"):
+    with pytest.raises(
+        ValueError, match=r"UNIQUE_API_BASE_URL \(or BASE_URL, API_BASE\) must be a host name or an http"
+    ):
         RuntimeSettings.from_env({"UNIQUE_API_BASE_URL": given})
 
 

@@ -20,14 +20,12 @@ from pathlib import Path
 
 import gunicorn
 import pytest
-
 from sdk_runtime.server import GUNICORN_VERSION
 from sdk_runtime.signing import sign
 from sdk_runtime.testing import trickle
 
-from .conftest import MODULE, SECRET, event, signed
-
 from ..conftest import APP
+from .conftest import MODULE, SECRET, event, signed
 
 
 @dataclass

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import unique_sdk
 from flask.testing import FlaskClient
-
 from sdk_runtime import dispatch
 from sdk_runtime.events import USER_MESSAGE_CREATED, ChatRequest, Event
 from sdk_runtime.settings import RuntimeSettings

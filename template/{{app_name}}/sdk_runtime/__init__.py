@@ -10,7 +10,7 @@ What your code uses from here (imported lazily: `import sdk_runtime` loads nothi
 - `Event`, `ChatRequest`: the verified event and its chat ids (sdk_runtime/events.py);
 - `RuntimeSettings`: the platform settings the runtime reads (sdk_runtime/settings.py);
 - `sdk_runtime.testing`: the fake platform, event builder and signed deliveries for your tests, and the
-  pytest fixtures of `sdk_runtime.pytest_plugin` (enabled in pyproject.toml).
+  pytest fixtures of `sdk_runtime.pytest_plugin` (enabled by the app's conftest.py).
 The contract is in the app's README ("Your handler").
 """
 

@@ -1,4 +1,4 @@
-"""pytest fixtures for your app's tests (enabled by `-p sdk_runtime.pytest_plugin` in pyproject.toml).
+"""pytest fixtures for your app's tests (enabled by the app folder's conftest.py).
 
 - `harness`: your app (handler.py, settings.py) behind its real, signed webhook, answering against a fake
   platform on loopback: `harness.deliver(harness.event(text="Hi"))` returns what the chat got.
