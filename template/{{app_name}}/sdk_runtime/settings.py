@@ -20,7 +20,10 @@ in the toolkit's order of precedence, so one `.env` configures both the same way
 | assistants         | UNIQUE_CHAT_EVENT_FILTER_OPTIONS_ASSISTANT_IDS                   |
 
 The platform URL names the gateway (`https://gateway.<tenant>.unique.app`); the SDK's API base and
-the Event Socket's stream are derived from it as the toolkit derives them (`api_base`, `stream_base`).
+the Event Socket's stream are derived from it as the toolkit derives them (`api_base`, `stream_base`),
+with one difference that keeps working configurations working: an API path written out (API_BASE's
+`/public/chat-gen2`) is kept, where the toolkit would infer one from the host. So 0.2.0's pair
+`BASE_URL=<gateway host>` + `API_BASE=<gateway>/public/chat-gen2` still reaches the same API.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class RuntimeSettings:
     api_key: str = ""
     app_id: str = ""
     platform_url: str = DEFAULT_PLATFORM_URL
+    api_path: str = ""  # written out in the settings; else inferred as the toolkit does
     api_type: str = "legacy"
     company_id: str = ""
     user_id: str = ""
@@ -94,10 +98,12 @@ class RuntimeSettings:
     def from_env(cls, env: Mapping[str, str], config: AppConfig | None = None) -> RuntimeSettings:
         config = config or AppConfig.read()
         modules = _names(env, MODULE_NAMES) or ((config.module_name,) if config.module_name else ())
+        url = platform_url(first(env, PLATFORM_URL_NAMES) or DEFAULT_PLATFORM_URL)
         return cls(
             api_key=first(env, API_KEY_NAMES),
             app_id=first(env, APP_ID_NAMES),
-            platform_url=platform_url(first(env, PLATFORM_URL_NAMES) or DEFAULT_PLATFORM_URL),
+            platform_url=url,
+            api_path=explicit_api_path(url, env.get("API_BASE", "")),
             api_type=api_type(first(env, API_TYPE_NAMES)),
             company_id=first(env, COMPANY_ID_NAMES),
             user_id=first(env, USER_ID_NAMES),
@@ -119,7 +125,8 @@ class RuntimeSettings:
         """unique_sdk's api_base: the platform URL with the API's path, as unique_toolkit's
         UniqueApi.sdk_url() derives it (its `legacy` API type infers the path from the host)."""
         parts = urlsplit(self.platform_url)
-        return urlunsplit((parts.scheme, parts.netloc, _api_path(self.api_type, parts.hostname, parts.port), "", ""))
+        path = self.api_path or _api_path(self.api_type, parts.hostname, parts.port)
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
     @property
     def stream_base(self) -> str:
@@ -154,6 +161,15 @@ def platform_url(value: str) -> str:
             f"e.g. https://gateway.<tenant>.unique.app; got {value!r}"
         )
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def explicit_api_path(url: str, api_base: str) -> str:
+    """The API path the settings write out: the platform URL's own, else API_BASE's on the same host."""
+    path = urlsplit(url).path
+    if path or not api_base.strip():
+        return path
+    given = urlsplit(platform_url(api_base))
+    return given.path if given.netloc == urlsplit(url).netloc else ""
 
 
 def api_type(value: str) -> str:
