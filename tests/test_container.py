@@ -158,13 +158,14 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
     stream, complete = platform.wait_for(2, timeout=30)
     assert [stream.method, stream.path, complete.method, complete.path] == [
         "POST",
-        "/integrated/chat/stream-completions",
+        "/public/integrated/chat/stream-completions",  # a local platform URL's API path, as the toolkit infers it
         "PATCH",
-        "/messages/msg_assistant_1",
+        "/public/messages/msg_assistant_1",
     ]
     assert {call.headers["authorization"] for call in (stream, complete)} == {"Bearer key_e2e"}
     assert {call.headers["x-app-id"] for call in (stream, complete)} == {"app_e2e"}
     assert complete.body["completedAt"]
+    assert complete.body["stoppedStreamingAt"]
 
     workers = children(process.pid)
     assert len(workers) == 2  # gunicorn_workers default

@@ -421,8 +421,8 @@ def test_production_container_decrypts_serves_webhooks_and_stops_on_sigterm(
     calls = wait_for(lambda: (c := json.loads(container.exec_python(_READ_CALLS))) and len(c) >= 2 and c,
                      "the handler's calls to the platform")  # fmt: skip
     assert [(call["method"], call["path"]) for call in calls] == [
-        ("POST", "/integrated/chat/stream-completions"),
-        ("PATCH", "/messages/msg_assistant_1"),
+        ("POST", "/public/integrated/chat/stream-completions"),  # a local platform URL: the API is at /public
+        ("PATCH", "/public/messages/msg_assistant_1"),
     ]
     assert "completedAt" in calls[1]["body"]
     for call in calls:

@@ -338,7 +338,7 @@ def test_deployed_without_a_secret_nothing_is_acted_on_and_the_platform_retries(
         assert response.status_code == 503  # retried by the platform, so no event is lost until the redeploy
         assert int(response.headers["Retry-After"]) > 0
     log = capsys.readouterr().out
-    assert "Put the platform's signing secret for this webhook into ENDPOINT_SECRET" in log
+    assert "Put the platform's signing secret for this webhook into UNIQUE_APP_ENDPOINT_SECRET" in log
     recorder.wait_for(1, timeout=0.5)
     assert recorder.events == []
 

@@ -58,7 +58,7 @@ def wsgi_app_attribute(package: str) -> Callable[[str], Any]:
         from .factory import create_app
 
         built = create_app(package)
-        setattr(module, "app", built)
+        vars(module)["app"] = built
         return built
 
     return attribute
