@@ -245,7 +245,7 @@ def _sse(data: str, event_id: str | None) -> bytes:
     lines = ([f"id: {event_id}"] if event_id else []) + [f"data: {line}" for line in data.splitlines() or [""]]
     return ("\n".join(lines) + "\n\n").encode()
 
-SECRET = "test-endpoint-secret"
+SECRET = "test-endpoint-secret"  # noqa: S105  the fake platform's, for tests only
 COMPLETE_FIELDS = ("stoppedStreamingAt", "completedAt")
 
 
@@ -330,7 +330,8 @@ class Harness:
 
     @property
     def client(self) -> FlaskClient:
-        assert self._app is not None, "use the Harness as a context manager"
+        if self._app is None:
+            raise RuntimeError("use the Harness as a context manager: with Harness(package) as harness: ...")
         return self._app.test_client()
 
     def event(self, text: str = "Hello", **envelope: Any) -> dict[str, Any]:
