@@ -245,6 +245,7 @@ def _sse(data: str, event_id: str | None) -> bytes:
     lines = ([f"id: {event_id}"] if event_id else []) + [f"data: {line}" for line in data.splitlines() or [""]]
     return ("\n".join(lines) + "\n\n").encode()
 
+
 SECRET = "test-endpoint-secret"  # noqa: S105  the fake platform's, for tests only
 COMPLETE_FIELDS = ("stoppedStreamingAt", "completedAt")
 
