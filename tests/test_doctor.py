@@ -366,7 +366,7 @@ def test_only_the_named_apps(repo: Path) -> None:
     edit(workflow(repo, SECOND, "qa"), 'cpu: "0.5"', 'cpu: "0.75"')
     first, second = local_port(repo, APP), local_port(repo, SECOND)
     edit(repo / SECOND / ".copier-answers.yml", f"local_port: {second}", f"local_port: {first}")
-    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    edit(repo / SECOND / "docker-compose.yaml", f'"127.0.0.1:{second}:8080"', f'"127.0.0.1:{first}:8080"')
     commit_all(repo)
     result = doctor(repo, apps=(SECOND,))
     result.finds(f"{WORKFLOWS}/{SECOND}.qa.deploy.yaml (job deploy)", "cpu is '0.75'", 'set cpu: "0.5"')
@@ -550,7 +550,7 @@ def test_new_apps_get_their_own_port(pristine: Path) -> None:
 def test_two_apps_on_one_port(repo: Path) -> None:
     first, second = local_port(repo, APP), local_port(repo, SECOND)
     edit(repo / SECOND / ".copier-answers.yml", f"local_port: {second}", f"local_port: {first}")
-    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    edit(repo / SECOND / "docker-compose.yaml", f'"127.0.0.1:{second}:8080"', f'"127.0.0.1:{first}:8080"')
     commit_all(repo)
     doctor(repo).finds(
         f"{SECOND}/",
@@ -561,7 +561,7 @@ def test_two_apps_on_one_port(repo: Path) -> None:
 
 def test_compose_port_that_is_not_the_answer(repo: Path) -> None:
     port = local_port(repo, APP)
-    edit(repo / APP / "docker-compose.yaml", f'"{port}:8080"', '"5999:8080"')
+    edit(repo / APP / "docker-compose.yaml", f'"127.0.0.1:{port}:8080"', '"127.0.0.1:5999:8080"')
     commit_all(repo)
     doctor(repo).finds(
         f"{APP}/",
