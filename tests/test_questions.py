@@ -109,6 +109,7 @@ REFUSALS = {
     "computed-env-files": ({"env_files": [".env.x.enc"]}, "env_files is computed by the template"),
     "computed-poetry": ({"effective_poetry_version": "0.1"}, "effective_poetry_version is computed"),
     "computed-sops": ({"effective_sops_version": "0.1"}, "effective_sops_version is computed"),
+    "computed-rerender": ({"rerender": True}, "rerender is computed by the template"),
 }
 
 
