@@ -145,7 +145,7 @@ def test_adoption_keeps_per_environment_env_files_and_their_wiring(
     assert result.returncode == 0, result.stdout + result.stderr
     after = files_of(repo)
     secrets = sorted(name for name in after if name.startswith(f"{APP.name}/.env"))
-    assert secrets == [f"{APP.name}/.env.dev.enc", f"{APP.name}/.env.example", f"{APP.name}/.env.prod.enc"]  # no .env.enc
+    assert secrets == [f"{APP.name}/.env.{name}" for name in ("dev.enc", "example", "prod.enc")]  # no .env.enc
     assert all(after[name] == before[name] for name in secrets if name.endswith(".enc"))
     for env in APP.environments:
         workflow = yaml.safe_load(after[f".github/workflows/{APP.name}.{env}.deploy.yaml"])
