@@ -301,6 +301,18 @@ def test_a_new_app_named_like_an_existing_folder_is_refused(tmp_path: Path, age_
         assert files_of(repo) == before
 
 
+def test_a_first_app_named_like_an_existing_folder_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
+    """No app under the template yet: the repository's own .sops.yaml is read through the folder."""
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "docs" / "README.md").write_text("# Our docs\n")
+    (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: secrets/.*\n")
+    before = files_of(repo)
+    with pytest.raises(ValueError, match=r"'docs/' already exists"):
+        render(repo, answers(age_key, app_name="docs"), overwrite=True)
+    assert files_of(repo) == before
+
+
 def test_adopting_a_folder_that_does_not_exist_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
     """A typo in the app name would write a ghost app beside the real one."""
     first = tmp_path / "first"  # the repository's first copy
