@@ -234,6 +234,56 @@ def readme_adoption_command(template: Path, app: HandMadeApp, key: AgeKey, overw
     return command if overwrite else command.replace(" --overwrite", "")
 
 
-def adopt(repo: Path, template: Path, app: HandMadeApp, key: AgeKey, overwrite: bool = True) -> Any:
-    """Run the README's adoption command for `app` in `repo`."""
-    return run("bash", "-c", readme_adoption_command(template, app, key, overwrite), cwd=repo, check=False)
+def adopt(repo: Path, template: Path, app: HandMadeApp, key: AgeKey, overwrite: bool = True, extra: str = "") -> Any:
+    """Run the README's adoption command for `app` in `repo` (`extra`: arguments added at its end)."""
+    command = readme_adoption_command(template, app, key, overwrite) + (f" {extra}" if extra else "")
+    return run("bash", "-c", command, cwd=repo, check=False)
+
+
+def encrypt(repo: Path, key: AgeKey, path: Path, settings: str) -> None:
+    """`path` (an .enc file) encrypted by sops for `key`, from `settings` in dotenv."""
+    plain = path.with_suffix("")
+    plain.write_text(settings)
+    encrypted = run("sops", "--encrypt", "--age", key.public, "--input-type", "dotenv", "--output-type", "dotenv",
+                    plain, cwd=repo)  # fmt: skip
+    path.write_text(encrypted.stdout)
+    plain.unlink()
+
+
+def use_per_environment_env_files(repo: Path, app: HandMadeApp, key: AgeKey) -> None:
+    """The app's settings in one file per environment, each workflow passing its own, committed."""
+    (repo / app.name / ".env.enc").unlink()
+    for env in app.environments:
+        settings = f'GREETING="{app.greeting} in {env}"\nAPI_KEY=key-{env}\nENDPOINT_SECRET=secret-{env}\n'
+        encrypt(repo, key, repo / app.name / f".env.{env}.enc", settings)
+        workflow = repo / ".github/workflows" / f"{app.name}.{env}.deploy.yaml"
+        text = workflow.read_text()
+        workflow.write_text(text.replace("          age_private_key:", f"          encrypted_env_file: .env.{env}.enc\n"
+                                         "          age_private_key:"))  # fmt: skip
+    commit_all(repo, f"{app.name}: one env file per environment")
+
+
+# The team's own repository configuration, which adoption must keep.
+TEAM_SOPS = """\
+# our rules
+creation_rules:
+  - path_regex: infra/.*\\.yaml$
+    age: {key}
+"""
+TEAM_PRE_COMMIT = """\
+default_stages: [pre-commit]
+repos:
+  - repo: https://github.com/pre-commit/pre-commit-hooks
+    rev: v5.0.0
+    hooks:
+      - id: end-of-file-fixer
+"""
+TEAM_SCRIPT = "# Our own release helper, not the template's.\nprint('released')\n"
+
+
+def add_team_configuration(repo: Path, key: AgeKey) -> None:
+    (repo / ".sops.yaml").write_text(TEAM_SOPS.format(key=key.public))
+    (repo / ".pre-commit-config.yaml").write_text(TEAM_PRE_COMMIT)
+    (repo / "scripts").mkdir(exist_ok=True)
+    (repo / "scripts" / "update_apps.py").write_text(TEAM_SCRIPT)
+    commit_all(repo, "Our sops rules, hooks and scripts")

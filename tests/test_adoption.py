@@ -132,6 +132,70 @@ def test_copier_update_works_for_the_adopted_app_and_never_touches_its_code(
     ]
 
 
+# ---- Settings and configuration the team already has ----------------------------------------
+
+
+def test_adoption_keeps_per_environment_env_files_and_their_wiring(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The README's command as written: the workflows tell which env files the app deploys."""
+    handmade.use_per_environment_env_files(repo, APP, age_key)
+    before = files_of(repo)
+    result = handmade.adopt(repo, template.path, APP, age_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = files_of(repo)
+    secrets = sorted(name for name in after if name.startswith(f"{APP.name}/.env"))
+    assert secrets == [f"{APP.name}/.env.{name}" for name in ("dev.enc", "example", "prod.enc")]  # no .env.enc
+    assert all(after[name] == before[name] for name in secrets if name.endswith(".enc"))
+    for env in APP.environments:
+        workflow = yaml.safe_load(after[f".github/workflows/{APP.name}.{env}.deploy.yaml"])
+        deploy = next(s for s in workflow["jobs"]["deploy"]["steps"] if "sdk-deploy-action" in s.get("uses", ""))
+        assert deploy["with"]["encrypted_env_file"] == f".env.{env}.enc"
+    assert yaml.safe_load(after[f"{APP.name}/.copier-answers.yml"])["per_environment_env_files"] is True
+
+
+def test_adoption_refuses_an_answer_that_would_rewire_the_env_files(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    handmade.use_per_environment_env_files(repo, APP, age_key)
+    before = files_of(repo)
+    result = handmade.adopt(repo, template.path, APP, age_key, extra="--data per_environment_env_files=false")
+    assert result.returncode != 0
+    assert "quotes deploys .env.dev.enc to 'dev'" in result.stderr
+    assert "--data per_environment_env_files=true" in result.stderr
+    assert files_of(repo) == before
+
+
+def test_adoption_keeps_the_teams_sops_rules_hooks_and_scripts(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    handmade.add_team_configuration(repo, age_key)
+    result = handmade.adopt(repo, template.path, APP, age_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sops = yaml.safe_load((repo / ".sops.yaml").read_text())
+    assert sops["creation_rules"] == [
+        {"path_regex": "infra/.*\\.yaml$", "age": age_key.public},  # the team's rule, still first
+        {"path_regex": "(^|/)\\.env(\\.[a-z][a-z0-9-]*)?$", "age": age_key.public},  # the apps' env files
+    ]
+    hooks = yaml.safe_load((repo / ".pre-commit-config.yaml").read_text())
+    assert hooks["default_stages"] == ["pre-commit"]
+    assert [hook["id"] for entry in hooks["repos"] for hook in entry["hooks"]] == ["check-secrets", "end-of-file-fixer"]
+    assert (repo / "scripts/update_apps.py").read_text() == handmade.TEAM_SCRIPT
+    assert (repo / "scripts/doctor.py").is_file()  # the template's other scripts are written
+    # sops itself reads the merged rules: an app's env file is encrypted for the repository key.
+    (repo / APP.name / ".env.check").write_text("A=1\n")
+    encrypted = run("sops", "--encrypt", "--input-type", "dotenv", "--output-type", "dotenv", f"{APP.name}/.env.check",
+                    cwd=repo).stdout  # fmt: skip
+    (repo / APP.name / ".env.check").unlink()
+    assert age_key.public in encrypted
+    commit_all(repo, "Adopt quotes")
+    template.edit("template/{{app_name}}/gunicorn.conf.py.jinja", '"""', '"""Release 2.\n')
+    template.release("v2.0.0")
+    run(VENV_BIN / "copier", "update", "--defaults", "-a", f"{APP.name}/.copier-answers.yml", cwd=repo)
+    changed = run("git", "status", "--porcelain", cwd=repo).stdout.split()
+    assert changed == ["M", f"{APP.name}/.copier-answers.yml", "M", f"{APP.name}/gunicorn.conf.py"]
+
+
 # ---- Both apps start as the new shared image starts them ---------------------------------------
 
 

@@ -85,12 +85,13 @@ def test_compose_file_is_valid_and_wired_to_the_local_dockerfile(monorepo: Path)
     service = yaml.safe_load(compose.read_text())["services"][APP]
     assert service["build"] == {"context": ".", "dockerfile": "../Dockerfile.local", "args": {"MODULE": APP}}
     port = yaml.safe_load((monorepo / APP / ".copier-answers.yml").read_text())["local_port"]
-    assert service["ports"] == [f"{port}:8080"]  # the default follows the app name (tests/test_doctor.py)
+    # Only this machine reaches it: without ENDPOINT_SECRET the app accepts unsigned events.
+    assert service["ports"] == [f"127.0.0.1:{port}:8080"]  # the default follows the app name (tests/test_doctor.py)
     assert service["env_file"] == [{"path": ".env", "required": False}]
 
 
 def test_compose_port_follows_the_answer(tmp_path: Path, age_key: AgeKey) -> None:
     render(tmp_path, answers(age_key, local_port=8123))
     assert yaml.safe_load((tmp_path / APP / "docker-compose.yaml").read_text())["services"][APP]["ports"] == [
-        "8123:8080"
+        "127.0.0.1:8123:8080"
     ]

@@ -366,7 +366,7 @@ def test_only_the_named_apps(repo: Path) -> None:
     edit(workflow(repo, SECOND, "qa"), 'cpu: "0.5"', 'cpu: "0.75"')
     first, second = local_port(repo, APP), local_port(repo, SECOND)
     edit(repo / SECOND / ".copier-answers.yml", f"local_port: {second}", f"local_port: {first}")
-    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    edit(repo / SECOND / "docker-compose.yaml", f'"127.0.0.1:{second}:8080"', f'"127.0.0.1:{first}:8080"')
     commit_all(repo)
     result = doctor(repo, apps=(SECOND,))
     result.finds(f"{WORKFLOWS}/{SECOND}.qa.deploy.yaml (job deploy)", "cpu is '0.75'", 'set cpu: "0.5"')
@@ -498,6 +498,45 @@ def test_env_file_that_does_not_decrypt_with_the_key(repo: Path, age_key: AgeKey
     )
 
 
+def test_workflow_deploying_an_empty_env_file_next_to_real_settings(repo: Path, age_key: AgeKey) -> None:
+    """An adoption that answered the wrong env-file layout deployed an empty .env.enc, green, with no settings."""
+    sops_encrypt(repo, age_key.public, f"{APP}/.env.dev.enc", "API_KEY=sk-123\nENDPOINT_SECRET=whsec\n")
+    commit_all(repo)
+    assert (repo / APP / ".env.enc").read_bytes().strip() == b""
+    doctor(repo).finds(
+        f"{APP}/.env.enc",
+        f"deployed by {WORKFLOWS.as_posix()}/{APP}.",
+        f"{APP}/.env.dev.enc holds the settings",
+    )
+    sops_encrypt(repo, age_key.public, f"{APP}/.env.enc")
+    commit_all(repo)
+    assert not [line for line in doctor(repo).problems if "is empty" in line]
+
+
+def test_an_environment_without_settings_next_to_one_with_them(repo: Path, age_key: AgeKey) -> None:
+    sops_encrypt(repo, age_key.public, f"{SECOND}/.env.dev.enc")
+    commit_all(repo)
+    doctor(repo).finds(f"{SECOND}/.env.qa.enc", "is empty", f"python scripts/env_secrets.py encrypt {SECOND} qa")
+
+
+def test_apps_and_the_shared_image_on_different_pythons(repo: Path, age_key: AgeKey) -> None:
+    """A deleted .sdk-deploy.yml: the next copy writes the shared Dockerfile again, for its own Python."""
+    apps_python = yaml.safe_load((repo / APP / ".copier-answers.yml").read_text())["python_version"]
+    other = next(v for v in pins.pythons() if v != apps_python)
+    run("git", "rm", "-q", ".sdk-deploy.yml", cwd=repo)
+    commit_all(repo)
+    render(repo, answers(age_key, app_name="third_app", python_version=other), overwrite=True)
+    commit_all(repo)
+    assert f"FROM python:{other}." in (repo / "Dockerfile").read_text()
+    result = doctor(repo)
+    for app in (APP, SECOND):
+        result.finds(
+            f"{app}/.copier-answers.yml",
+            f"python_version is {apps_python}, but the shared Dockerfile runs Python {other}",
+            "Changing a repository-wide setting",
+        )
+
+
 # ---- local ports -----------------------------------------------------------------------------
 
 
@@ -511,7 +550,7 @@ def test_new_apps_get_their_own_port(pristine: Path) -> None:
 def test_two_apps_on_one_port(repo: Path) -> None:
     first, second = local_port(repo, APP), local_port(repo, SECOND)
     edit(repo / SECOND / ".copier-answers.yml", f"local_port: {second}", f"local_port: {first}")
-    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    edit(repo / SECOND / "docker-compose.yaml", f'"127.0.0.1:{second}:8080"', f'"127.0.0.1:{first}:8080"')
     commit_all(repo)
     doctor(repo).finds(
         f"{SECOND}/",
@@ -522,7 +561,7 @@ def test_two_apps_on_one_port(repo: Path) -> None:
 
 def test_compose_port_that_is_not_the_answer(repo: Path) -> None:
     port = local_port(repo, APP)
-    edit(repo / APP / "docker-compose.yaml", f'"{port}:8080"', '"5999:8080"')
+    edit(repo / APP / "docker-compose.yaml", f'"127.0.0.1:{port}:8080"', '"127.0.0.1:5999:8080"')
     commit_all(repo)
     doctor(repo).finds(
         f"{APP}/",

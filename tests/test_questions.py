@@ -9,13 +9,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import copier
 import jinja2
 import pytest
 import yaml
 
 from tools import pins
 
-from .conftest import APP, TEMPLATE, VENV_BIN, AgeKey, answers, files_of, new_age_key, new_monorepo, render, run
+from .conftest import (
+    APP,
+    TEMPLATE,
+    VENV_BIN,
+    AgeKey,
+    answers,
+    commit_all,
+    files_of,
+    new_age_key,
+    new_monorepo,
+    render,
+    run,
+)
 
 LONG_APP = "a_rather_long_application_name"  # 30 characters
 
@@ -96,6 +109,7 @@ REFUSALS = {
     "computed-env-files": ({"env_files": [".env.x.enc"]}, "env_files is computed by the template"),
     "computed-poetry": ({"effective_poetry_version": "0.1"}, "effective_poetry_version is computed"),
     "computed-sops": ({"effective_sops_version": "0.1"}, "effective_sops_version is computed"),
+    "computed-rerender": ({"rerender": True}, "rerender is computed by the template"),
 }
 
 
@@ -253,6 +267,61 @@ def test_copying_an_app_already_under_the_template_is_refused(tmp_path: Path, ag
     before = files_of(repo)
     with pytest.raises(ValueError, match=r"already under the template: use copier update"):
         render(repo, answers(age_key))
+    assert files_of(repo) == before
+
+
+def test_overwriting_an_app_already_under_the_template_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
+    """`copier copy --overwrite` would re-render the team's handler; `copier recopy` still works."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    handler = repo / APP / APP / "handler.py"
+    handler.write_text(handler.read_text() + "# the team's code\n")
+    commit_all(repo)
+    before = files_of(repo)
+    with pytest.raises(ValueError, match=r"already under the template: use copier update") as error:
+        render(repo, answers(age_key), overwrite=True)
+    assert "copier update -a joke_of_the_day/.copier-answers.yml" in str(error.value)
+    assert files_of(repo) == before
+    copier.run_recopy(repo, answers_file=f"{APP}/.copier-answers.yml", vcs_ref="HEAD", defaults=True,
+                      overwrite=True, unsafe=False, quiet=True)  # fmt: skip
+    assert "# the team's code" not in handler.read_text()  # what recopy is for: a fresh render from the answers
+
+
+def test_a_new_app_named_like_an_existing_folder_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    (repo / "docs").mkdir()
+    (repo / "docs" / "README.md").write_text("# Our docs\n")
+    commit_all(repo)
+    before = files_of(repo)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"'docs/' already exists") as error:
+            render(repo, {"app_name": "docs"}, overwrite=overwrite)
+        message = str(error.value).split(": ", 1)[-1]
+        assert len(message.splitlines()[0]) <= 80, message
+        assert "--data adopt=true" in message
+        assert files_of(repo) == before
+
+
+def test_a_first_app_named_like_an_existing_folder_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
+    """No app under the template yet: the repository's own .sops.yaml is read through the folder."""
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (repo / "docs" / "README.md").write_text("# Our docs\n")
+    (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: secrets/.*\n")
+    before = files_of(repo)
+    with pytest.raises(ValueError, match=r"'docs/' already exists"):
+        render(repo, answers(age_key, app_name="docs"), overwrite=True)
+    assert files_of(repo) == before
+
+
+def test_adopting_a_folder_that_does_not_exist_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
+    """A typo in the app name would write a ghost app beside the real one."""
+    first = tmp_path / "first"  # the repository's first copy
+    error = refused(first, answers(age_key, app_name="quotez", adopt=True, environments=["dev", "prod"]))
+    assert "adopt=true, but there is no app 'quotez' to adopt" in error
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))  # a later copy
+    before = files_of(repo)
+    with pytest.raises(ValueError, match=r"no app 'quotez' to adopt"):
+        render(repo, {"app_name": "quotez", "adopt": True, "environments": ["dev", "prod"]}, overwrite=True)
     assert files_of(repo) == before
 
 
