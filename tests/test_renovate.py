@@ -12,8 +12,9 @@ import pathspec
 import pytest
 
 from tools import npm_tools
+from tools.template_repo import TemplateRepo, commit_all, init_repository
 
-from .conftest import AgeKey, answers, new_monorepo, run
+from .conftest import APP, AgeKey, answers, new_monorepo, render, run
 
 VALIDATOR_ENV = {"RENOVATE_X_IGNORE_RE2": "true"}  # re2 is a native optional module; the config has no regex
 
@@ -97,3 +98,75 @@ def test_renovate_leaves_the_templates_pins_to_copier_update(two_apps: Path) -> 
         assert not spec.match_file(own), own
     pinned = rule(two_apps, "poetry", enabled=False)["matchDepNames"]
     assert "gunicorn" in pinned, "the runtime builds on gunicorn's internals: the template owns its pin"
+
+
+# ---- Renovate itself on a monorepo, against a template repository with a newer release ----------------
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> tuple[TemplateRepo, Path]:
+    """Two apps copied from release v1.0.0 of a template repository that has released v1.1.0 since. The
+    source is a `git+file://` URL: copier takes it, and it is a URL, as Renovate's copier manager requires."""
+    template = TemplateRepo.from_working_tree(tmp_path_factory.mktemp("template"), "v1.0.0")
+    source = f"git+file://{template.path}"
+    repo = init_repository(tmp_path_factory.mktemp("monorepo"))
+    for data in [answers(age_key), {"app_name": "second_app"}]:
+        render(repo, data, src=source, vcs_ref="v1.0.0")
+        commit_all(repo, f"Add {data['app_name']}")
+    template.edit("template/APPS.md.jinja", "# The apps of this monorepo", "# The apps of this monorepo (v1.1.0)")
+    template.release("v1.1.0")
+    return template, repo
+
+
+@pytest.mark.slow
+def test_renovate_proposes_each_release_as_one_branch_per_app(
+    validator: list[str], released: tuple[TemplateRepo, Path], tmp_path: Path
+) -> None:
+    """Renovate (`--platform=local --dry-run=lookup`: it reads the repository, looks up every dependency, and
+    prints the branches it would push) finds every app's answers file and the new release, one branch each.
+    Lookups reach PyPI (the apps' Poetry dependencies) and the local template repository, never GitHub."""
+    _, repo = released
+    renovate = [validator[0], str(Path(validator[1]).with_name("renovate.js"))]
+    result = run(
+        *renovate, "--platform=local", "--dry-run=lookup", cwd=repo, check=False,
+        LOG_LEVEL="debug", LOG_FORMAT="json", RENOVATE_BASE_DIR=str(tmp_path), **VALIDATOR_ENV,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    [found] = [
+        entry["config"] for line in result.stdout.splitlines() if line.startswith("{")
+        for entry in [json.loads(line)] if entry.get("msg") == "packageFiles with updates"
+    ]  # fmt: skip
+    copier = {f["packageFile"]: f["deps"] for f in found["copier"]}
+    assert set(copier) == {f"{APP}/.copier-answers.yml", "second_app/.copier-answers.yml"}
+    for package_file, [dep] in copier.items():
+        app = package_file.split("/")[0]
+        assert (dep["currentValue"], [u["newValue"] for u in dep["updates"]]) == ("v1.0.0", ["v1.1.0"])
+        assert dep["updates"][0]["branchName"].startswith(f"renovate/{app}-")
+    poetry = {f["packageFile"]: {d["depName"]: d for d in f["deps"]} for f in found["poetry"]}
+    assert set(poetry) == {f"{APP}/pyproject.toml", "second_app/pyproject.toml"}
+    for package_file, deps in poetry.items():
+        assert deps["gunicorn"]["skipReason"] == "disabled"
+        branches = {u["branchName"] for d in deps.values() for u in d.get("updates", [])}
+        assert all(b.startswith(f"renovate/{package_file.split('/')[0]}-") for b in branches), branches
+
+
+@pytest.mark.slow
+def test_the_command_renovate_runs_updates_one_app_without_trust(released: tuple[TemplateRepo, Path]) -> None:
+    """Renovate's copier manager runs this command (its artifacts.ts: no --trust unless allowScripts is set and
+    ignoreScripts is false). It updates the app; a second app in the same, now dirty, tree is refused: the
+    reason each app gets its own branch."""
+    _, repo = released
+
+    def renovate_update(app: str) -> Any:
+        return run(
+            "copier", "update", "--skip-answered", "--defaults",
+            "--answers-file", f"{app}/.copier-answers.yml", "--vcs-ref", "v1.1.0", cwd=repo, check=False,
+        )  # fmt: skip
+
+    first = renovate_update(APP)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "_commit: v1.1.0" in (repo / APP / ".copier-answers.yml").read_text()
+    assert (repo / "APPS.md").read_text().startswith("# The apps of this monorepo (v1.1.0)")
+    second = renovate_update("second_app")
+    assert second.returncode != 0
+    assert "Destination repository is dirty" in second.stdout + second.stderr
