@@ -92,7 +92,7 @@ def test_renovate_leaves_the_templates_pins_to_copier_update(two_apps: Path) -> 
     globs = rule(two_apps, "github-actions", enabled=False)["matchFileNames"]
     spec = pathspec.PathSpec.from_lines("gitignore", globs)
     rendered = sorted(str(p.relative_to(two_apps)) for p in (two_apps / ".github/workflows").glob("*.yaml"))
-    assert len(rendered) == 2 + 3 + 2  # apps.ci, app.checks; three and two deploy workflows
+    assert len(rendered) == 3 + 3 + 2  # apps.ci, app.checks, template-updates; three and two deploy workflows
     assert [path for path in rendered if not spec.match_file(path)] == []
     for own in [".github/workflows/release.yaml", ".github/workflows/deploy.yaml", "app/.github/workflows/x.yaml"]:
         assert not spec.match_file(own), own

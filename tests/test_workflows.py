@@ -84,7 +84,7 @@ def step(workflow: dict[str, Any], name_or_id: str) -> dict[str, Any]:
 
 def test_workflows_match_github_schema(repo: Path, monorepo: Path) -> None:
     files = [*workflows(repo), *workflows(monorepo)]
-    assert len(files) == 2 * 2 + 5 + 2  # apps.ci + app.checks in each; 5 and 2 deploy workflows
+    assert len(files) == 3 * 2 + 5 + 2  # apps.ci, app.checks, template-updates in each; 5 and 2 deploy workflows
     run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files)
 
 
@@ -342,3 +342,24 @@ def test_apps_md_says_what_the_deploy_actions_own_node_20_steps_mean(monorepo: P
             assert f"`{step_['uses']}`" in apps_md, step_["uses"]
     for fact in ["2026-06-02", "2026-09-16", "Node 24", deploy["sha"]]:
         assert fact in apps_md
+
+
+def test_template_updates_workflow_is_least_privilege(monorepo: Path) -> None:
+    """Scheduled and dispatchable only, no trigger that runs other people's code; it may push a branch and
+    open a pull request and nothing else; the checkout keeps no credentials; uv, Poetry and copier pinned."""
+    versions = pins.versions()
+    workflow = load_yaml(monorepo / ".github/workflows/template-updates.yaml")
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"}
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    checkout, setup_python, install, update = job["steps"]
+    assert checkout["with"] == {"persist-credentials": False}
+    assert setup_python["with"] == {"python-version": "3.12"}
+    assert install["run"] == f'python -m pip install "uv=={versions.UV_VERSION}" "poetry=={versions.POETRY_VERSION}"'
+    assert update["env"]["COPIER"] == f"uvx copier@{versions.COPIER_VERSION}"
+    assert update["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert 'uv run scripts/update_pr.py --remote "${remote}" --update-command "uv run scripts/update_apps.py"' in (
+        update["run"]
+    )
+    for path in workflows(monorepo):
+        assert "pull_request_target" not in load_yaml(path)[True], path.name
