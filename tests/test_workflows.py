@@ -358,8 +358,9 @@ def test_template_updates_workflow_is_least_privilege(monorepo: Path) -> None:
     assert install["run"] == f'python -m pip install "uv=={versions.UV_VERSION}" "poetry=={versions.POETRY_VERSION}"'
     assert update["env"]["COPIER"] == f"uvx copier@{versions.COPIER_VERSION}"
     assert update["env"]["GH_TOKEN"] == "${{ github.token }}"
-    assert 'uv run scripts/update_pr.py --remote "${remote}" --update-command "uv run scripts/update_apps.py"' in (
-        update["run"]
+    assert (
+        'uv run scripts/update_pr.py --remote "${remote}" --update-command "uv run scripts/update_apps.py"'
+        in (update["run"])
     )
     for path in workflows(monorepo):
         assert "pull_request_target" not in load_yaml(path)[True], path.name
