@@ -352,6 +352,7 @@ def test_template_updates_workflow_is_least_privilege(monorepo: Path) -> None:
     assert set(workflow[True]) == {"schedule", "workflow_dispatch"}
     [job] = workflow["jobs"].values()
     assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert job["if"] == "github.event_name == 'workflow_dispatch' || vars.TEMPLATE_UPDATE_PRS == 'true'"
     checkout, setup_python, install, update = job["steps"]
     assert checkout["with"] == {"persist-credentials": False}
     assert setup_python["with"] == {"python-version": "3.12"}
