@@ -41,18 +41,17 @@ def edited_files(runtime: Path = RUNTIME) -> list[str]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if changed := edited_files():
-        pytest.exit(
+        raise pytest.UsageError(  # one line, exit code 4, no traceback
             f"sdk_runtime/ is the template's and was edited ({', '.join(changed)}). Undo with "
             "`git checkout -- sdk_runtime`; put app-specific code in your package, and changes the "
-            "runtime needs in an issue or pull request on sdk-deploy-template.",
-            returncode=3,
+            "runtime needs in an issue or pull request on sdk-deploy-template."
         )
     package = session.config.rootpath.name
     if (session.config.rootpath / package / "handler.py").is_file():
         try:
             load_handler_of(package)
         except HandlerContractError as error:
-            pytest.exit(str(error), returncode=4)
+            raise pytest.UsageError(str(error)) from None
 
 
 @pytest.fixture
