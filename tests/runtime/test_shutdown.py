@@ -7,11 +7,14 @@ real SIGTERM in test_server.py.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from sdk_runtime.answering import OpenChats
 from sdk_runtime.chat import SHUTDOWN_APOLOGY
+from sdk_runtime.events import parse_event
 from sdk_runtime.testing import FakePlatform, Recorded
 
 from .conftest import AppFactory, TeamPackage, event, post, runtime_settings, signed
@@ -100,3 +103,13 @@ def test_an_apology_the_platform_refuses_is_logged_as_not_completed(
     log = capsys.readouterr().out
     assert f"event {data['id']}: could not complete message msg_assistant_1" in log
     assert f"event {data['id']}: not completed, cut by shutdown (it was acknowledged)" in log
+
+
+def test_a_cut_that_comes_just_after_the_handler_returned_leaves_the_answer_alone(platform: FakePlatform) -> None:
+    chats = OpenChats()
+    answered = parse_event(json.dumps(chat_event(1)).encode())
+    assert chats.open(answered) is not None
+    chats.done(answered)  # the handler returned; the pool has not yet counted it as done
+
+    assert chats.cut(answered) is True  # nothing to apologize for, and nothing is sent
+    assert platform.api_calls() == []

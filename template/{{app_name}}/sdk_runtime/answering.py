@@ -105,8 +105,11 @@ def configure_sdk(settings: RuntimeSettings) -> None:
 class OpenChats:
     """The chats of acknowledged events not yet answered, by event id, so shutdown can close them."""
 
+    REMEMBER_ANSWERED = 4096  # ids of answered events kept, so a late cut leaves their answer alone
+
     def __init__(self) -> None:
         self._chats: dict[str, Chat] = {}
+        self._answered: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
         self._lock = threading.Lock()
 
     def open(self, event: Event) -> Chat | None:
@@ -118,11 +121,16 @@ class OpenChats:
     def done(self, event: Event) -> None:
         with self._lock:
             self._chats.pop(event.id, None)
+            self._answered[event.id] = None
+            if len(self._answered) > self.REMEMBER_ANSWERED:
+                del self._answered[next(iter(self._answered))]
 
     def cut(self, event: Event) -> bool:
         """Complete the message of `event` with an apology now (the replica stops): whether the handler
         runs, waits for a thread, or is not yet started (it then never starts). True once completed."""
         with self._lock:
+            if event.id in self._answered:  # its handler has just returned: the answer stays
+                return True
             chat = self._chats.setdefault(event.id, Chat(event, ChatRequest.from_event(event)))
         return chat.close(SHUTDOWN_APOLOGY)  # stays listed: a job that starts later finds it completed
 
