@@ -90,9 +90,14 @@ def cpu_quota(cpus: float) -> Iterator[Path | None]:
     group = CGROUP_CPU / f"sdk-bench-{os.getpid()}"
     try:
         group.mkdir()
+    except OSError:
+        yield None
+        return
+    try:
         (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (group / "cpu.cfs_quota_us").write_text(str(int(cpus * PERIOD_US)))
-    except OSError:
+    except OSError:  # e.g. --cpus 0: no quota
+        group.rmdir()
         yield None
         return
     try:
