@@ -333,15 +333,28 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             f"Shutdown: {burst} signed events, 16 at a time, to a handler that takes {handler_seconds:g} s, then "
             "SIGTERM (Azure kills 30 s later). Bare Flask hands events to a 4-thread pool and answers 202, "
-            "as the platform docs advise; the generated app accepts what its pool can finish in the drain "
-            "budget (HANDLER_TIMEOUT, graceful_timeout) and answers the rest 503, which the platform retries."
+            "as the platform docs advise; the generated app acknowledges up to twice HANDLER_THREADS per worker, "
+            "answers the rest 503 (the platform retries), and at shutdown completes what it cannot finish "
+            "with an apology (a handler of this run has no message: its cut is only logged)."
         )
         size = runtime_size_mb(app)
 
     text = report(rows, side_by_side(slow, stopped), size, settings, notes)
+    previous = args.output.read_text() if args.output.exists() else ""
     args.output.write_text(text)
+    keep_capacity_section(previous, args.output)
     print(text)
     return 0
+
+
+def keep_capacity_section(previous: str, output: Path) -> None:
+    """The capacity run (benchmarks/capacity.py) writes its own section of results.md: keep it."""
+    from .capacity import SECTION, write_section  # capacity imports this module
+
+    start = previous.find(SECTION)
+    if start >= 0:
+        end = previous.find("\n## ", start + len(SECTION))
+        write_section(previous[start : end + 1 if end >= 0 else None], output)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,16 @@ def test_benchmark_command_runs_and_reports_every_measure(tmp_path: Path) -> Non
     # Behaviour, not speed: the generated app cuts every slow client and loses no acknowledged event.
     assert re.search(r"^\| slow clients cut by the server \| 16 \| \d+ \|$", text, re.MULTILINE), text
     assert re.search(r"^\| \*\*acknowledged but lost\*\* \| \*\*0\*\* \|", text, re.MULTILINE), text
+
+
+def test_capacity_run_reports_every_burst_and_leaves_no_chat_blocked(tmp_path: Path) -> None:
+    """The capacity run (benchmarks/capacity.py), small: a burst of 16 to a 2 s model, and its shutdown run.
+    Behaviour only: nothing refused or lost, and after SIGTERM every acknowledged message is completed."""
+    output = tmp_path / "results.md"
+    output.write_text("# Benchmark results\n\n## Images\n\nkept\n")
+    command = ["--bursts", "16", "--repetitions", "1", "--model-seconds", "2", "--output", output]
+    run(sys.executable, "-m", "benchmarks.capacity", *command, cwd=TEMPLATE)
+    text = output.read_text()
+    assert "## Images\n\nkept\n" in text  # the rest of results.md stays
+    assert re.search(r"^\| 16 \| [^|]+ \| 16 \| 0 \| 0 \|", text, re.MULTILINE), text  # 2xx, 503, lost
+    assert re.search(r"Shutdown: 64 events .*: 64 acknowledged, 64 messages completed .* 0 left blocked", text), text

@@ -9,7 +9,9 @@ Around each call the runtime guarantees:
 - unique_sdk is configured (api_key, app_id, api_base) before the first call;
 - the assistant message ends completed: when `handle` returns (unless it called `chat.complete()`),
   with an apology when it raises, and with an apology after HANDLER_TIMEOUT seconds, after which the
-  handler's further `chat` calls raise ChatClosed (the thread itself cannot be stopped).
+  handler's further `chat` calls raise ChatClosed (the thread itself cannot be stopped);
+- when the replica stops before an acknowledged event is answered (queued or running), `cut(event)`
+  completes its message with an apology and the handler's further `chat` calls raise ChatClosed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .chat import APOLOGY, TIMEOUT_APOLOGY, Chat, ChatClosed
+from .chat import APOLOGY, SHUTDOWN_APOLOGY, TIMEOUT_APOLOGY, Chat, ChatClosed
 from .events import ChatRequest, Event
 from .settings import RuntimeSettings
 
@@ -100,16 +102,70 @@ def configure_sdk(settings: RuntimeSettings) -> None:
     unique_sdk.api_base = settings.api_base
 
 
+class OpenChats:
+    """The chats of acknowledged events not yet answered, by event id, so shutdown can close them."""
+
+    REMEMBER_ANSWERED = 4096  # ids of answered events kept, so a late cut leaves their answer alone
+
+    def __init__(self) -> None:
+        self._chats: dict[str, Chat] = {}
+        self._answered: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._lock = threading.Lock()
+
+    def open(self, event: Event) -> Chat | None:
+        """The chat to answer `event` in; None when shutdown already closed it (the handler must not run)."""
+        with self._lock:
+            chat = self._chats.setdefault(event.id, Chat(event, ChatRequest.from_event(event)))
+        return None if chat.completed else chat
+
+    def done(self, event: Event) -> None:
+        with self._lock:
+            self._chats.pop(event.id, None)
+            self._answered[event.id] = None
+            if len(self._answered) > self.REMEMBER_ANSWERED:
+                del self._answered[next(iter(self._answered))]
+
+    def cut(self, event: Event) -> bool:
+        """Complete the message of `event` with an apology now (the replica stops): whether the handler
+        runs, waits for a thread, or is not yet started (it then never starts). True once completed."""
+        with self._lock:
+            if event.id in self._answered:  # its handler has just returned: the answer stays
+                return True
+            chat = self._chats.setdefault(event.id, Chat(event, ChatRequest.from_event(event)))
+        return chat.close(SHUTDOWN_APOLOGY)  # stays listed: a job that starts later finds it completed
+
+
+open_chats = OpenChats()
+
+
+def cut(event: Event) -> bool:
+    return open_chats.cut(event)
+
+
 def answer(code: TeamCode, event: Event, timeout: float) -> None:
     """Run the handler for `event` and make sure its assistant message ends completed."""
-    chat = Chat(event, ChatRequest.from_event(event))
+    chat = open_chats.open(event)
+    if chat is None:
+        logger.info("event %s: not started, its message was completed at shutdown", event.id)
+        return
+    try:
+        _answer(code, chat, event, timeout)
+    finally:
+        open_chats.done(event)
+
+
+def _answer(code: TeamCode, chat: Chat, event: Event, timeout: float) -> None:
     timer = threading.Timer(timeout, _out_of_time, (chat, timeout))
     timer.daemon = True
     timer.start()
     try:
         code.handler(chat, code.settings)
     except ChatClosed:
-        logger.warning("event %s: the handler went on after HANDLER_TIMEOUT; its later calls were dropped", event.id)
+        logger.warning(
+            "event %s: the handler went on after the runtime completed its message (HANDLER_TIMEOUT or "
+            "shutdown); its later calls were dropped",
+            event.id,
+        )
         return
     except Exception:
         logger.exception("event %s: the handler failed in chat %s; the message gets an apology", event.id, chat.chat_id)

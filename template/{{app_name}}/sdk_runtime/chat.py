@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong while answering. Please try again in a moment."
 TIMEOUT_APOLOGY = "Sorry, this is taking too long. Please try again in a moment."
+SHUTDOWN_APOLOGY = "Sorry, this answer was interrupted because the service is restarting. Please ask again."
 
 
 class ChatClosed(RuntimeError):
@@ -120,13 +121,14 @@ class Chat:
 
     # ---- The runtime's side ---------------------------------------------------------------------
 
-    def close(self, apology: str | None = None) -> None:
+    def close(self, apology: str | None = None) -> bool:
         """Complete the message unless the handler did (with `apology` as its text, if given), and refuse
-        every later call. Never raises: the runtime calls it after failures."""
+        every later call. Never raises: the runtime calls it after failures. False if the platform could
+        not be told."""
         with self._lock:
             self._closed = True
             if self._completed:
-                return
+                return True
             self._completed = True
         try:
             self._finish(apology)
@@ -138,6 +140,8 @@ class Chat:
                 self.chat_id,
                 describe(error),
             )
+            return False
+        return True
 
     def _finish(self, text: str | None) -> None:
         now = datetime.now(UTC).isoformat()

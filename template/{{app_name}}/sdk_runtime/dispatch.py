@@ -1,11 +1,16 @@
-"""Background handling of events, bounded by what can finish before the replica is stopped.
+"""Background handling of events: admission by what the replica can answer, and no chat left blocked.
+
+Handlers mostly wait on the platform (a model answer takes seconds), so threads are cheap and a worker
+runs HANDLER_THREADS events at once. It acknowledges up to twice that: an event beyond the threads waits
+for one (at most one handler's time), which costs the user far less than a 503, retried by the platform
+after a backoff of minutes. Beyond that /webhook answers 503.
 
 Azure stops a replica with SIGTERM and kills it 30 s later; gunicorn's graceful_timeout is a little
-shorter. An event acknowledged with 2xx is never delivered again, so the pool accepts only as many
-events as its threads can finish within that drain budget, assuming each takes HANDLER_TIMEOUT:
-threads x (budget // HANDLER_TIMEOUT), at least one per thread. Beyond that /webhook answers 503 and
-the platform retries later. On SIGTERM the pool takes nothing new and drains; the ids of events it
-could not finish are logged.
+shorter. An event acknowledged with 2xx is never delivered again, so on SIGTERM the pool takes nothing
+new, lets its events run until CUT_RESERVE seconds before the drain deadline, then completes the
+message of every event still unanswered (running or waiting) with an apology, all at once, and logs
+their ids. Handlers that need longer than the drain are thus supported: one cut by shutdown ends with
+an apology the user can act on ("please ask again"), never with a blocked chat.
 
 Gunicorn runs several threads per worker, so everything here is thread-safe.
 """
@@ -25,12 +30,15 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from queue import SimpleQueue
 
 logger = logging.getLogger(__name__)
 
 # What the gunicorn worker (server.py) grants handlers after SIGTERM; it sets the real value at start.
 DEFAULT_DRAIN_BUDGET = 24.0
+WAITING_PER_THREAD = 1  # events acknowledged beyond the threads, per thread: they wait for one
+CUT_RESERVE = 5.0  # seconds kept at the end of the drain to apologize for events still unanswered
 _drain_budget = DEFAULT_DRAIN_BUDGET
 _pools: weakref.WeakSet[HandlerPool] = weakref.WeakSet()
 _IN_MEMORY = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 tmpfs, where it exists
@@ -58,25 +66,38 @@ def drain(deadline: float) -> list[str]:
     return [event_id for pool in list(_pools) for event_id in pool.drain(deadline)]
 
 
+Cut = Callable[[], bool]  # completes an unanswered event's message with an apology; True once done
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An acknowledged event from submit until its job returned."""
+
+    event_id: str
+    cut: Cut | None
+
+
 class HandlerPool:
     """Runs handlers on `threads` background threads, started on first use (after gunicorn forks)."""
 
-    def __init__(self, threads: int, handler_timeout: float, budget: float) -> None:
+    def __init__(self, threads: int, handler_timeout: float) -> None:
         self.threads = threads
         self.handler_timeout = handler_timeout
-        self.capacity = threads * max(1, int(budget // handler_timeout))
+        self.capacity = threads * (1 + WAITING_PER_THREAD)
         self.accepting = True
         self._drained = False
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._jobs: SimpleQueue[tuple[int, str, Callable[[], None]] | None] = SimpleQueue()
         self._tokens = itertools.count()
-        self._unfinished: dict[int, str] = {}  # token -> event id, from submit until done
+        self._unfinished: dict[int, Pending] = {}  # by token, from submit until done
+        self._given_up: set[int] = set()  # tokens cut at shutdown: a job not yet started never starts
         self._changed = threading.Condition()
         self._workers: list[threading.Thread] = []
         _pools.add(self)
 
-    def submit(self, event_id: str, job: Callable[[], None]) -> bool:
-        """Run `job` in the background; False (nothing started) when the pool is full or stopping."""
+    def submit(self, event_id: str, job: Callable[[], None], cut: Cut | None = None) -> bool:
+        """Run `job` in the background; False (nothing started) when the pool is full or stopping.
+        `cut` completes the event's message with an apology if shutdown comes first."""
         if not self.accepting or not self._slots.acquire(blocking=False):
             return False
         context = contextvars.copy_context()  # keeps the request id in the job's log lines
@@ -87,7 +108,7 @@ class HandlerPool:
             if not self._workers:
                 self._start()
             token = next(self._tokens)
-            self._unfinished[token] = event_id
+            self._unfinished[token] = Pending(event_id, cut)
         self._jobs.put((token, event_id, lambda: context.run(job)))
         return True
 
@@ -102,7 +123,8 @@ class HandlerPool:
             token, event_id, job = item
             started = time.monotonic()
             try:
-                job()
+                if token not in self._given_up:
+                    job()
             except Exception:
                 logger.exception("event %s: handler failed", event_id)
             finally:
@@ -118,25 +140,64 @@ class HandlerPool:
                 self.handler_timeout,
             )
         with self._changed:
-            del self._unfinished[token]
+            self._unfinished.pop(token, None)
             self._changed.notify_all()
         self._slots.release()
 
     def drain(self, deadline: float) -> list[str]:
-        """Take nothing new, wait for accepted events until `deadline`, log and return the ids cut (once)."""
+        """Take nothing new, let accepted events run until shortly before `deadline`, then complete the
+        messages of those still unanswered with an apology. Logs and returns their ids (once)."""
         self.accepting = False
+        reserve = min(CUT_RESERVE, max(0.0, deadline - time.monotonic()) / 2)
         with self._changed:
             if self._drained:
                 return []
             self._drained = True
-            self._changed.wait_for(lambda: not self._unfinished, max(0.0, deadline - time.monotonic()))
-            cut = list(self._unfinished.values())
+            self._changed.wait_for(lambda: not self._unfinished, max(0.0, deadline - reserve - time.monotonic()))
+            pending = dict(self._unfinished)
+            self._given_up.update(pending)
             workers, self._workers = self._workers, []
         for _ in workers:
             self._jobs.put(None)
-        for event_id in cut:
-            logger.error("event %s: not completed, cut by shutdown (it was acknowledged)", event_id)
-        return cut
+        apologized = _cut_all(list(pending.values()), deadline)
+        for item in pending.values():
+            if item.event_id in apologized:
+                logger.error(
+                    "event %s: cut by shutdown (it was acknowledged); its message was completed with an apology",
+                    item.event_id,
+                )
+            else:
+                logger.error("event %s: not completed, cut by shutdown (it was acknowledged)", item.event_id)
+        return [item.event_id for item in pending.values()]
+
+
+def _cut_all(pending: list[Pending], deadline: float) -> set[str]:
+    """Run every cut at once, each on its own thread, until `deadline`: the ids whose message completed.
+    (The platform calls retry with backoff; whatever is not done by the deadline is given up.)"""
+    apologized: set[str] = set()
+    lock = threading.Lock()
+
+    def run(item: Pending, cut: Cut) -> None:
+        try:
+            completed = cut()
+        except Exception:
+            logger.exception("event %s: the apology at shutdown failed", item.event_id)
+            return
+        if completed:
+            with lock:
+                apologized.add(item.event_id)
+
+    threads = [
+        threading.Thread(target=run, args=(item, item.cut), name="apologize", daemon=True)
+        for item in pending
+        if item.cut is not None
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        return set(apologized)
 
 
 @atexit.register

@@ -49,15 +49,16 @@ def create_app(
     logger = logs.configure_logging("sdk_runtime", settings.log_level)
     if package:
         logs.configure_logging(package, settings.log_level)
-    pool = dispatch.HandlerPool(settings.handler_threads, settings.handler_timeout, dispatch.drain_budget())
+    pool = dispatch.HandlerPool(settings.handler_threads, settings.handler_timeout)
     ttl = settings.webhook_max_age + FUTURE_SKEW.total_seconds()
     ready: Callable[[], object] = _ready
+    cut: Callable[[Event], bool] | None = None  # a test's `process` has no message to complete
     if process is None:
         if handler is None and app_settings is None and package:
             app_settings = answering.load_settings_of(package, os.environ)  # bad settings fail at start
         loader = CodeLoader(settings, package, handler, app_settings)
         threading.Thread(target=loader.preload, name="load-handler", daemon=True).start()
-        process, ready = loader.process, loader.code
+        process, ready, cut = loader.process, loader.code, answering.cut
 
     app = Flask(package or __name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes  # 413 before the body is read
@@ -67,6 +68,7 @@ def create_app(
         ready=ready,
         pool=pool,
         delivered=dispatch.DeliveredIds(ttl, settings.delivered_ids_dir),
+        cut=cut,
     )
     app.register_blueprint(webhook_blueprint)
     app.add_url_rule("/health", "health", _health, methods=["GET"])
@@ -78,8 +80,8 @@ def create_app(
         logger.warning(UNCONFIGURED if settings.deployed else UNSIGNED_LOCALLY)
     if settings.handler_timeout > dispatch.drain_budget():
         logger.warning(
-            "HANDLER_TIMEOUT=%d s is longer than the %.0f s a stopping replica gets: events in progress at "
-            "shutdown may be cut (their ids are logged)",
+            "HANDLER_TIMEOUT=%d s is longer than the %.0f s a stopping replica gets: events still running at "
+            "shutdown are cut, their messages completed with an apology (their ids are logged)",
             settings.handler_timeout,
             dispatch.drain_budget(),
         )

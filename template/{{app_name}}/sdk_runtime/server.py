@@ -11,7 +11,8 @@ hands it to a thread only when it is complete, so threads only ever run the app:
   over 64 KiB gets 431, and a request that would take the worker's unfinished requests over 64 MiB
   gets 503 (the platform retries);
 - on SIGTERM the app takes no new events (503) and its handler pool gets until graceful_timeout
-  (less a second) to finish the events it acknowledged; the ids of any it could not finish are logged.
+  (less a second) for the events it acknowledged: those still unanswered near the end are completed
+  with an apology (dispatch.py), and their ids are logged.
 
 It builds on ThreadWorker internals (accept, enqueue_req, finish_request, murder_pending, TConn, the
 parser's unreader), which is why pyproject.toml pins gunicorn to one exact version (GUNICORN_VERSION;

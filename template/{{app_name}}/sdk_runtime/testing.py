@@ -101,16 +101,21 @@ class Stream:
     then: str = "close"  # or "idle"
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default 5 drops connections of a burst (clients retry 1 s, 3 s later)
+
+
 class FakePlatform:
     """The platform on 127.0.0.1:<port> (a free one by default); a context manager that stops it on exit."""
 
     def __init__(self, streams: list[Stream] | None = None, port: int = 0) -> None:
         self.streams = list(streams or [])  # one per connection; when used up, connections stay idle
         self.failures: dict[str, int] = {}  # path suffix -> status to answer instead, e.g. a 422
+        self.delays: dict[str, float] = {}  # path suffix -> seconds before answering, e.g. a model's time
         self.requests: list[Recorded] = []
         self.stopped = threading.Event()
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
 
@@ -179,6 +184,9 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
             self._record(body)
             path = urlsplit(self.path).path
             status = next((code for suffix, code in platform.failures.items() if path.endswith(suffix)), 0)
+            delay = next((seconds for suffix, seconds in platform.delays.items() if path.endswith(suffix)), 0.0)
+            if delay and platform.stopped.wait(delay):
+                return
             if problem := _missing_headers(self.headers.keys(), REQUIRED_API_HEADERS):
                 self._answer(401, {"error": problem})
             elif not isinstance(body, dict) or "application/json" not in self.headers.get("Content-Type", ""):

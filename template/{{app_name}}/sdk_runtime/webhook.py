@@ -44,6 +44,7 @@ class WebhookState:
     ready: Callable[[], object]  # raises while the handler cannot be loaded
     pool: HandlerPool
     delivered: DeliveredIds
+    cut: Callable[[Event], bool] | None = None  # completes an event's message with an apology at shutdown
 
 
 def state() -> WebhookState:
@@ -89,7 +90,8 @@ def receive() -> Response:
         return reply(503, "unavailable", retry_after=60, error="the event handler cannot be loaded")
     if not webhook.delivered.first_time(event.id):
         return reply(200, "duplicate")
-    if not webhook.pool.submit(event.id, lambda: webhook.process(event)):
+    cut = webhook.cut
+    if not webhook.pool.submit(event.id, lambda: webhook.process(event), cut and (lambda: cut(event))):
         webhook.delivered.forget(event.id)  # the platform retries: the retry must not look like a duplicate
         return _busy(webhook.pool, event)
     logger.debug("accepted %s %s", event.event, event.id)  # the access log has one line per request already
@@ -142,6 +144,6 @@ def _busy(pool: HandlerPool, event: Event) -> Response:
         logger.warning("webhook refused: the replica is stopping (event %s)", event.id)
         return reply(503, "stopping", retry_after=10, error="this replica is stopping, retry later")
     logger.warning(
-        "webhook refused: %d events in progress, the most this replica accepts (event %s)", pool.capacity, event.id
+        "webhook refused: %d events in progress, the most this worker accepts (event %s)", pool.capacity, event.id
     )
     return reply(503, "busy", retry_after=10, error="too many events in progress, retry later")
