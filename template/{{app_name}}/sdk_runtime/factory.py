@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import answering, dispatch, logs
+from . import answering, dispatch, logs, queueing
 from .events import Event
 from .settings import RuntimeSettings, load_settings
 from .signing import ID_HEADER
@@ -58,6 +58,11 @@ def create_app(
         loader = CodeLoader(settings, package, handler, app_settings)
         threading.Thread(target=loader.preload, name="load-handler", daemon=True).start()
         process, ready = loader.process, loader.code
+    queue = None
+    if settings.storage is not None:  # events through an Azure Storage Queue (sdk_runtime/queueing.py)
+        queue_client, table_client = queueing.clients(settings.storage, package or "app")
+        queue = queueing.EventQueue(queue_client, table_client, pool, process, settings.handler_timeout)
+        queue.start()
 
     app = Flask(package or __name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes  # 413 before the body is read
@@ -67,6 +72,7 @@ def create_app(
         ready=ready,
         pool=pool,
         delivered=dispatch.DeliveredIds(ttl, settings.delivered_ids_dir),
+        queue=queue,
     )
     app.register_blueprint(webhook_blueprint)
     app.add_url_rule("/health", "health", _health, methods=["GET"])
