@@ -28,6 +28,7 @@ from tools.azurite import Azurite
 
 from ..conftest import APP
 from .conftest import MODULE, SECRET, AppFactory, Recorder, event, post, reply_of, runtime_settings, signed
+from .test_imports import python
 from .test_server import free_port
 
 QUEUE, TABLE = "joke-of-the-day-events", "jokeofthedaydeliveries"
@@ -276,3 +277,11 @@ def test_500_events_two_instances_one_killed_every_event_answered_once(
     assert not missing, f"{len(missing)} events lost: {missing[:5]}"
     assert not twice, f"answered more than once: {twice}"
     assert survivor.poll() is None
+
+
+def test_without_storage_settings_the_azure_sdk_is_not_even_imported(monorepo: Path) -> None:
+    """Apps that do not use the queue start as fast as before: the SDK loads only when configured."""
+    env = {name: "" for name in ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_CONNECTION_STRING")}
+    code = f"import sys, {APP}\n{APP}.app\nprint(sorted(m for m in sys.modules if m.startswith('azure')))\n"
+    result = python(monorepo / APP, code, ENDPOINT_SECRET="s", **env)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr

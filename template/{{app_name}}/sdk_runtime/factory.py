@@ -7,6 +7,7 @@ background thread as the app starts, so /health answers at once and the first ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -60,8 +61,8 @@ def create_app(
         process, ready = loader.process, loader.code
     queue = None
     if settings.storage is not None:  # events through an Azure Storage Queue (sdk_runtime/queueing.py)
-        queue_client, table_client = queueing.clients(settings.storage, package or "app")
-        queue = queueing.EventQueue(queue_client, table_client, pool, process, settings.handler_timeout)
+        connect = functools.partial(queueing.clients, settings.storage, package or "app")
+        queue = queueing.EventQueue(connect, pool, process, settings.handler_timeout)
         queue.start()
 
     app = Flask(package or __name__)

@@ -21,6 +21,7 @@ and "Storage Table Data Contributor" on the account. The Azure SDK is imported o
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import os
@@ -140,14 +141,13 @@ class EventQueue:
 
     def __init__(
         self,
-        queue: QueueClient,
-        table: TableClient,
+        connect: Callable[[], tuple[QueueClient, TableClient]],
         pool: HandlerPool,
         process: Callable[[Event], None],
         handler_timeout: float,
     ) -> None:
-        self._queue = queue
-        self._table = table
+        self._connect = connect  # imports the Azure SDK: called on the consumer thread, so /health need not wait
+        self._clients: tuple[QueueClient, TableClient] | None = None
         self._pool = pool
         self._process = process
         self.visibility = int(handler_timeout) + VISIBILITY_MARGIN
@@ -155,7 +155,22 @@ class EventQueue:
         self._wake = threading.Event()
         self._started = False
         self._lock = threading.Lock()
+        self._connecting = threading.Lock()
         self._next_sweep = 0.0
+
+    @property
+    def _queue(self) -> QueueClient:
+        return self._connected()[0]
+
+    @property
+    def _table(self) -> TableClient:
+        return self._connected()[1]
+
+    def _connected(self) -> tuple[QueueClient, TableClient]:
+        with self._connecting:
+            if self._clients is None:
+                self._clients = self._connect()
+            return self._clients
 
     def send(self, body: bytes) -> None:
         """Store a verified event's body in the queue (raises when it cannot: /webhook answers 503)."""
@@ -195,18 +210,16 @@ class EventQueue:
             self._sweep()
 
     def _create_queue_and_table(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        for create in (self._queue.create_queue, self._table.create_table):
-            while self._pool.accepting:
-                try:
-                    create()
-                    break
-                except ResourceExistsError:
-                    break
-                except Exception:
-                    logger.exception("the event queue or its table cannot be created; trying again in 5 s")
-                    time.sleep(5)
+        """Create both if missing (the SDK loads here), retrying while storage cannot be reached."""
+        while self._pool.accepting:
+            try:
+                queue, table = self._connected()
+                _create_if_missing(queue.create_queue)
+                _create_if_missing(table.create_table)
+                return
+            except Exception:
+                logger.exception("the event queue or its table cannot be reached or created; trying again in 5 s")
+                time.sleep(5)
 
     def _take(self, message: QueueMessage) -> None:
         """Run one message's event on a free handler thread, unless it is done or taken elsewhere."""
@@ -318,6 +331,13 @@ class EventQueue:
                 self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
         except Exception:
             logger.warning("old delivery records could not be removed; trying again in an hour", exc_info=True)
+
+
+def _create_if_missing(create: Callable[[], object]) -> None:
+    from azure.core.exceptions import ResourceExistsError
+
+    with contextlib.suppress(ResourceExistsError):
+        create()
 
 
 def _keys(event: Event) -> dict[str, str]:
