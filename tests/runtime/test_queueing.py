@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -176,9 +177,12 @@ def chat_event(number: int) -> dict[str, Any]:
 def deliver(port: int, data: dict[str, Any]) -> int:
     body, headers = signed(data)
     request = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        status: int = response.status
-        return status
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def completions(platform: FakePlatform) -> Counter[str]:

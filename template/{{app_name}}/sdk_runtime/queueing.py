@@ -49,7 +49,9 @@ LEASE_MARGIN = 5  # a lease ends this much before the message reappears, so its 
 MAX_DEQUEUES = 5  # a message taken this often without being done (crash loop) is dropped and logged
 MAX_MESSAGE_CHARS = 64 * 1024 - 1024  # Azure's 64 KiB per message, less room for the XML envelope
 MAX_WAIT = 2.0  # seconds between polls of an empty queue (an event enqueued here wakes its worker at once)
+READY_WAIT = 10.0  # seconds an event waits for a starting worker's queue before /webhook answers 503
 KEEP_DAYS = 2  # delivery records older than this (by the event's creation day) are removed
+TIMEOUTS = {"connection_timeout": 5, "read_timeout": 20}  # seconds, per storage request
 COMPRESSED = "z:"  # prefix of a message holding a zlib-compressed, base64-encoded body
 ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 QUEUE_NAME = re.compile(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]")
@@ -118,21 +120,27 @@ def _check_table_name(name: str, setting: str) -> None:
 
 
 def clients(settings: StorageSettings, app_name: str) -> tuple[QueueClient, TableClient]:
-    """The queue and table clients (the Azure SDK is imported here, only when configured)."""
+    """The queue and table clients (the Azure SDK is imported here, only when configured). Retries are
+    short: /webhook waits for the queue, and the platform retries a 503 itself."""
     from azure.data.tables import TableClient
-    from azure.storage.queue import QueueClient
+    from azure.storage.queue import ExponentialRetry, QueueClient
 
     queue_name, table_name = settings.names(app_name)
+    queue_options: dict[str, Any] = {
+        "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+        **TIMEOUTS,
+    }
+    table_options: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.5, **TIMEOUTS}
     if settings.connection_string:
-        queue = QueueClient.from_connection_string(settings.connection_string, queue_name)
-        table = TableClient.from_connection_string(settings.connection_string, table_name=table_name)
+        queue = QueueClient.from_connection_string(settings.connection_string, queue_name, **queue_options)
+        table = TableClient.from_connection_string(settings.connection_string, table_name, **table_options)
         return queue, table
     from azure.identity import ManagedIdentityCredential
 
     credential = ManagedIdentityCredential(client_id=settings.client_id or None)
     account = settings.account
-    queue = QueueClient(f"https://{account}.queue.core.windows.net", queue_name, credential=credential)
-    table = TableClient(f"https://{account}.table.core.windows.net", table_name, credential=credential)
+    queue = QueueClient(f"https://{account}.queue.core.windows.net", queue_name, credential=credential, **queue_options)
+    table = TableClient(f"https://{account}.table.core.windows.net", table_name, credential=credential, **table_options)
     return queue, table
 
 
@@ -156,6 +164,7 @@ class EventQueue:
         self._started = False
         self._lock = threading.Lock()
         self._connecting = threading.Lock()
+        self._ready = threading.Event()  # set once the queue and the table exist
         self._next_sweep = 0.0
 
     @property
@@ -175,6 +184,8 @@ class EventQueue:
     def send(self, body: bytes) -> None:
         """Store a verified event's body in the queue (raises when it cannot: /webhook answers 503)."""
         self.start()
+        if not self._ready.wait(READY_WAIT):
+            raise RuntimeError(f"the event queue is not reachable yet (waited {READY_WAIT} s)")
         self._queue.send_message(_encode(body))
         self._wake.set()  # this worker takes it at once if it has a free thread
 
@@ -216,6 +227,7 @@ class EventQueue:
                 queue, table = self._connected()
                 _create_if_missing(queue.create_queue)
                 _create_if_missing(table.create_table)
+                self._ready.set()
                 return
             except Exception:
                 logger.exception("the event queue or its table cannot be reached or created; trying again in 5 s")
