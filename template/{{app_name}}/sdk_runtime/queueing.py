@@ -211,7 +211,11 @@ class EventQueue:
             for _ in range(free - len(messages)):
                 self._free.release()
             for message in messages:
-                self._take(message)
+                try:
+                    self._take(message)
+                except Exception:  # the table cannot be reached: the message comes back after its timeout
+                    logger.exception("queued message %s not taken; retried after %d s", message.id, self.visibility)
+                    self._free.release()
             if not messages:
                 self._wake.wait(wait)
                 self._wake.clear()
