@@ -289,3 +289,17 @@ def test_without_storage_settings_the_azure_sdk_is_not_even_imported(monorepo: P
     code = f"import sys, {APP}\n{APP}.app\nprint(sorted(m for m in sys.modules if m.startswith('azure')))\n"
     result = python(monorepo / APP, code, ENDPOINT_SECRET="s", **env)
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
+def test_in_azure_the_app_reaches_its_account_with_the_managed_identity() -> None:
+    """No key in the env file: the account's endpoints, signed in as the container app's identity."""
+    from azure.identity import ManagedIdentityCredential
+    from sdk_runtime.queueing import clients
+
+    settings = StorageSettings.from_env({"AZURE_STORAGE_ACCOUNT": "bankchats", "AZURE_CLIENT_ID": "client-1"})
+    assert settings is not None
+    queue, table = clients(settings, "joke_of_the_day")
+    assert queue.url == f"https://bankchats.queue.core.windows.net/{QUEUE}"
+    assert (table.url, table.table_name) == ("https://bankchats.table.core.windows.net", TABLE)
+    assert isinstance(queue.credential, ManagedIdentityCredential)
+    assert isinstance(table.credential, ManagedIdentityCredential)
