@@ -33,5 +33,15 @@ def test_the_runtimes_dependencies_here_are_the_shipped_locks_versions() -> None
     locked = {package["name"]: package["version"] for package in lock["package"]}
     dev = tomllib.loads((TEMPLATE / "pyproject.toml").read_text())["dependency-groups"]["dev"]
     pinned = dict(requirement.split("==") for requirement in dev)
-    for name in ["flask", "gunicorn", "python-dotenv", "unique-sdk", "httpx", "httpx-sse"]:
+    for name in [
+        "flask",
+        "gunicorn",
+        "python-dotenv",
+        "unique-sdk",
+        "httpx",
+        "httpx-sse",
+        "azure-storage-queue",
+        "azure-data-tables",
+        "azure-identity",
+    ]:
         assert pinned[name] == locked[name], f"pyproject.toml pins {name}=={pinned[name]}, the lock has {locked[name]}"

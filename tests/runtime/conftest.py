@@ -21,6 +21,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tools.azurite import Azurite
+from tools.azurite import start as start_azurite
+
 APP_FOLDER = Path(__file__).resolve().parents[2] / "template" / "{{app_name}}"
 RUNTIME = APP_FOLDER / "sdk_runtime"
 sys.path.insert(0, str(APP_FOLDER))
@@ -147,3 +150,11 @@ def team_package(tmp_path: Path) -> Iterator[TeamPackage]:
     sys.path.remove(str(tmp_path))
     for module in [m for m in sys.modules if any(m == n or m.startswith(f"{n}.") for n in names)]:
         del sys.modules[module]
+
+
+@pytest.fixture
+def azurite(tmp_path: Path) -> Iterator[Azurite]:
+    """The Azure Storage emulator's queue and table services on loopback (npm azurite, cached install)."""
+    emulator = start_azurite(tmp_path / "azurite")
+    yield emulator
+    emulator.stop()

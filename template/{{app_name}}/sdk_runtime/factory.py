@@ -7,6 +7,7 @@ background thread as the app starts, so /health answers at once and the first ev
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import answering, dispatch, logs
+from . import answering, dispatch, logs, queueing
 from .events import Event
 from .settings import RuntimeSettings, load_settings
 from .signing import ID_HEADER
@@ -59,6 +60,11 @@ def create_app(
         loader = CodeLoader(settings, package, handler, app_settings)
         threading.Thread(target=loader.preload, name="load-handler", daemon=True).start()
         process, ready, cut = loader.process, loader.code, answering.cut
+    queue = None
+    if settings.storage is not None:  # events through an Azure Storage Queue (sdk_runtime/queueing.py)
+        connect = functools.partial(queueing.clients, settings.storage, package or "app")
+        queue = queueing.EventQueue(connect, pool, process, settings.handler_timeout)
+        queue.start()
 
     app = Flask(package or __name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes  # 413 before the body is read
@@ -69,6 +75,7 @@ def create_app(
         pool=pool,
         delivered=dispatch.DeliveredIds(ttl, settings.delivered_ids_dir),
         cut=cut,
+        queue=queue,
     )
     app.register_blueprint(webhook_blueprint)
     app.add_url_rule("/health", "health", _health, methods=["GET"])

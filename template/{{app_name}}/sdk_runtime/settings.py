@@ -38,6 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import load_dotenv
 
+from .queueing import StorageSettings
+
 MIB = 1024 * 1024
 DEFAULT_PLATFORM_URL = "https://gateway.unique.app"
 PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
@@ -93,6 +95,7 @@ class RuntimeSettings:
     delivered_ids_dir: str = ""  # shared by the gunicorn workers of a replica (set by gunicorn.conf.py)
     log_level: str = "INFO"
     local_port: int = 8080  # where `docker compose` and the Event Socket bridge reach the app locally
+    storage: StorageSettings | None = None  # the event queue in Azure Storage (sdk_runtime/queueing.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], config: AppConfig | None = None) -> RuntimeSettings:
@@ -118,6 +121,7 @@ class RuntimeSettings:
             delivered_ids_dir=env.get("WEBHOOK_DELIVERED_IDS_DIR", ""),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             local_port=config.local_port,
+            storage=StorageSettings.from_env(env),
         )
 
     @property

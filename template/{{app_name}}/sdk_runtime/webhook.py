@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, request
 
 from .dispatch import DeliveredIds, HandlerPool
 from .events import EXTERNAL_MODULE_CHOSEN, ChatRequest, Event, InvalidEvent, parse_event
+from .queueing import EventQueue
 from .settings import RuntimeSettings
 from .signing import CREATED_AT_HEADER, SIGNATURE_HEADER, SignatureError, verify
 
@@ -45,6 +46,7 @@ class WebhookState:
     pool: HandlerPool
     delivered: DeliveredIds
     cut: Callable[[Event], bool] | None = None  # completes an event's message with an apology at shutdown
+    queue: EventQueue | None = None  # with Azure Storage configured: events go through its queue
 
 
 def state() -> WebhookState:
@@ -88,6 +90,8 @@ def receive() -> Response:
     except Exception:
         logger.exception("event %s: the handler cannot be loaded; answering 503 so the platform retries", event.id)
         return reply(503, "unavailable", retry_after=60, error="the event handler cannot be loaded")
+    if webhook.queue is not None:
+        return _enqueue(webhook.queue, event, body)
     if not webhook.delivered.first_time(event.id):
         return reply(200, "duplicate")
     cut = webhook.cut
@@ -147,3 +151,13 @@ def _busy(pool: HandlerPool, event: Event) -> Response:
         "webhook refused: %d events in progress, the most this worker accepts (event %s)", pool.capacity, event.id
     )
     return reply(503, "busy", retry_after=10, error="too many events in progress, retry later")
+
+
+def _enqueue(queue: EventQueue, event: Event, body: bytes) -> Response:
+    """Acknowledge only once the event is in the queue (de-duplication happens when it is taken)."""
+    try:
+        queue.send(body)
+    except Exception:
+        logger.exception("event %s: the event queue cannot be written; answering 503 so the platform retries", event.id)
+        return reply(503, "unavailable", retry_after=10, error="the event queue cannot be reached, retry later")
+    return reply(202, "accepted")
