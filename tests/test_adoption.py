@@ -4,6 +4,7 @@ by the README's "Adopt an existing app" command, followed as written."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
     """Install the app as the image's deps stage does, run the image's ENTRYPOINT in a copy of the
     app folder (what `COPY . .` puts in /app) with the environment the deploy action gives, and
     return what GET / answers."""
-    python, start = dockerfile.entrypoint_here((repo / "Dockerfile").read_text(), tmp_path)
+    command = dockerfile.entrypoint((repo / "Dockerfile").read_text())
     poetry_install(app_folder, "--only", "main", "--no-root")
     container = tmp_path / "app"
     shutil.copytree(app_folder, container, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
@@ -149,7 +150,7 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
         "MODULE": app_folder.name, "APP_NAME": "app", "ENCRYPTED_ENV_FILE": ".env.enc", "PORT": str(port),
         "SOPS_AGE_KEY": key.private,
     }  # fmt: skip
-    process = spawn([app_folder / ".venv/bin" / python, start], cwd=container, env=env)
+    process = spawn(command, cwd=container, env=env)
     return wait_for_http(f"http://127.0.0.1:{port}/", process).decode()
 
 
@@ -168,3 +169,76 @@ def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_con
     assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
     body = json.loads(start_like_the_image(repo / APP.name, repo, age_key, spawn, tmp_path))
     assert body == {"app": APP.name, "greeting": APP.greeting}
+
+
+# ---- An ASGI app keeps its server ----------------------------------------------------------------
+
+
+def test_an_adopted_quart_app_keeps_uvicorns_worker_and_answers_through_the_start_program(
+    tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
+) -> None:
+    """The predecessor's async demo (Quart, Dockerfile.async: gunicorn with uvicorn.workers.UvicornWorker,
+    --timeout=600), adopted by the README's command, is served by the shared image's start program and
+    real gunicorn with the worker its own image ran: a WSGI worker would answer it with errors only."""
+    result = handmade.adopt(repo, template.path, handmade.ASYNC, age_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = repo / handmade.ASYNC.name
+    answers = yaml.safe_load((folder / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn.workers.UvicornWorker"
+    config = (folder / "gunicorn.conf.py").read_text()
+    assert 'worker_class = "uvicorn.workers.UvicornWorker"' in config
+    assert "uvicorn-worker" in config, "says what to move to (uvicorn deprecates uvicorn.workers)"
+    assert 'timeout = int(os.environ.get("TIMEOUT", "600"))' in config  # as Dockerfile.async had it
+    # Of the template's runtime, an adopted app gets the start program only.
+    assert sorted(p.name for p in (folder / "sdk_runtime").iterdir()) == ["__init__.py", "start.py"]
+
+    body = json.loads(start_like_the_image(folder, repo, age_key, spawn, tmp_path))
+    assert body == {"app": handmade.ASYNC.name, "greeting": handmade.ASYNC.greeting, "asgi": "http"}
+
+
+def copy_without_worker_class(
+    repo: Path, template: TemplateRepo, app: handmade.HandMadeApp, key: AgeKey, *extra: str
+) -> Any:
+    """The README's adoption command without its gunicorn_worker_class answer (the default decides), plus `extra`."""
+    command = handmade.readme_adoption_command(template.path, app, key)
+    command = re.sub(r" --data gunicorn_worker_class=\S+", "", command)
+    return run("bash", "-c", " ".join([command, *extra]), cwd=repo, check=False)
+
+
+def test_the_default_server_comes_from_the_dockerfile_the_workflow_builds(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    assert copy_without_worker_class(repo, template, handmade.ASYNC, age_key).returncode == 0
+    answers = yaml.safe_load((repo / handmade.ASYNC.name / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn.workers.UvicornWorker"  # Dockerfile.async
+    commit_all(repo, "Adopt async_jokes")
+    assert copy_without_worker_class(repo, template, APP, age_key).returncode == 0
+    assert yaml.safe_load((repo / APP.name / ".copier-answers.yml").read_text())["gunicorn_worker_class"] == "gthread"
+    assert 'worker_class = "gthread"' in (repo / APP.name / "gunicorn.conf.py").read_text()
+
+
+def test_an_own_dockerfile_without_a_known_server_needs_the_answer(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    for env in APP.environments:
+        workflow = repo / ".github/workflows" / f"{APP.name}.{env}.deploy.yaml"
+        workflow.write_text(workflow.read_text().replace(
+            "age_private_key: ${{ secrets.AGE_PRIVATE_KEY }}",
+            "age_private_key: ${{ secrets.AGE_PRIVATE_KEY }}\n          dockerfile: ./quotes/Dockerfile",
+        ))  # fmt: skip
+    commit_all(repo, "quotes builds its own image")
+    before = files_of(repo)
+    refused = copy_without_worker_class(repo, template, APP, age_key)
+    assert refused.returncode != 0
+    assert "Its workflow builds ./quotes/Dockerfile: say how that image serves the app." in refused.stderr
+    assert "--data gunicorn_worker_class=<one of these>" in refused.stderr
+    assert files_of(repo) == before, "nothing written"
+
+    wrong = copy_without_worker_class(repo, template, APP, age_key, "--data gunicorn_worker_class=uvicorn")
+    assert wrong.returncode != 0
+    assert "gunicorn_worker_class 'uvicorn' is not one this template can serve an adopted app with." in wrong.stderr
+    assert "uvicorn_worker.UvicornWorker: ASGI (Quart, FastAPI)" in wrong.stderr
+    assert files_of(repo) == before
+
+    given = copy_without_worker_class(repo, template, APP, age_key, "--data gunicorn_worker_class=gthread")
+    assert given.returncode == 0, given.stderr
