@@ -172,6 +172,31 @@ def test_pyproject_without_the_line_the_action_greps_for(repo: Path, dependency:
     )
 
 
+@pytest.mark.parametrize("style", ["poetry", "pep621"])
+def test_an_asgi_app_served_by_a_wsgi_worker(repo: Path, style: str) -> None:
+    """A Quart app under gthread answers no request (issue 17: adoption once wrote exactly that)."""
+    pyproject, config = repo / APP / "pyproject.toml", repo / APP / "gunicorn.conf.py"
+    if style == "poetry":
+        edit(pyproject, "[tool.poetry.dependencies]\n", '[tool.poetry.dependencies]\nQuart = "^0.19.6"\n')
+    else:
+        edit(
+            pyproject,
+            "[tool.poetry.dependencies]",
+            '[project]\ndependencies = ["fastapi[all]>=0.110"]\n\n[tool.poetry.dependencies]',
+        )
+    edit(config, r'^worker_class = ".*"$', 'worker_class = "gthread"', regex=True)  # the template's own is WSGI
+    commit_all(repo)
+    asgi = "quart" if style == "poetry" else "fastapi"
+    doctor(repo).finds(
+        f"{APP}/gunicorn.conf.py",
+        f"worker_class 'gthread' serves WSGI, but the app depends on {asgi} (ASGI)",
+        f"copier update -a {APP}/.copier-answers.yml --data gunicorn_worker_class=uvicorn.workers.UvicornWorker",
+    )
+    edit(config, 'worker_class = "gthread"', 'worker_class = "uvicorn_worker.UvicornWorker"')
+    commit_all(repo)
+    assert "serves WSGI" not in doctor(repo).output
+
+
 def test_missing_env_file(repo: Path) -> None:
     run("git", "rm", "-q", f"{APP}/.env.enc", cwd=repo)
     commit_all(repo)
