@@ -1,5 +1,5 @@
 """This repository's own code follows the rules it sets for generated code: ruff, and mypy --strict
-for the tools and the container start script (pyproject.toml). The tests run the checks; the
+for the tools and the container start program, sdk_runtime/start.py (pyproject.toml). The tests run the checks; the
 generated apps have their own (tests/test_app.py, tests/test_example.py)."""
 
 from __future__ import annotations
