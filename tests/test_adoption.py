@@ -140,10 +140,13 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
     """Install the app as the image's deps stage does, run the image's ENTRYPOINT in a copy of the
     app folder (what `COPY . .` puts in /app) with the environment the deploy action gives, and
     return what GET / answers."""
-    command = dockerfile.entrypoint((repo / "Dockerfile").read_text())
+    text = (repo / "Dockerfile").read_text()
+    command = dockerfile.entrypoint(text)
     poetry_install(app_folder, "--only", "main", "--no-root")
     container = tmp_path / "app"
     shutil.copytree(app_folder, container, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
+    for step in dockerfile.runs_after_copy(text):  # as the build runs them in /app
+        run("sh", "-c", step, cwd=container, MODULE=app_folder.name)
     port = free_port()
     env = {
         "PATH": f"{app_folder / '.venv/bin'}:{VENV_BIN}:/usr/bin:/bin",  # the app's venv, then sops
@@ -158,9 +161,14 @@ def test_the_other_hand_made_app_keeps_deploying_with_the_new_dockerfile(
     tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
 ) -> None:
     assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
-    assert not (repo / OTHER.name / "gunicorn.conf.py").exists()
-    body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
-    assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, with its own deps
+    assert not (repo / OTHER.name / "sdk_runtime").exists()
+    settings = Path("/dev/shm/settings.env")  # where the image's start decrypts a hand-made app's settings
+    try:
+        body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
+        assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, its own deps
+        assert settings.stat().st_mode & 0o077 == 0, "only the app's user may read its settings"
+    finally:
+        settings.unlink(missing_ok=True)
 
 
 def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_conf(

@@ -375,8 +375,9 @@ def encrypt_with_sops(container: Container, plain: bytes) -> None:
 
 
 def start_fails(container: Container, **extra: str) -> str:
-    """Run the image's ENTRYPOINT with the repository key; return its one line of output."""
-    env = container.environment(free_port(), SOPS_AGE_KEY=container.app.key.private, **extra)
+    """Run the image's ENTRYPOINT with the repository key (unless `extra` gives another); return its one
+    line of output."""
+    env = container.environment(free_port(), **{"SOPS_AGE_KEY": container.app.key.private, **extra})
     result = run(*container.image.cmd, cwd=container.folder, check=False, **env)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = (result.stdout + result.stderr).splitlines()

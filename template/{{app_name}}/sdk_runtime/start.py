@@ -15,15 +15,18 @@ value: a file that is not there or not sops', a wrong or missing key, sops missi
 (START_SOPS_TIMEOUT seconds, default 60), settings that are not UTF-8, a value too large for
 Linux's environment (128 KiB per variable).
 
-Why this program and not `sops exec-env` (checked with sops 3.11.0, the template's pin): exec-env
+Why this program and not `sops exec-env` (tried with sops 3.11.0, the template's pin): exec-env
 takes the file format from the file name only and has no --input-type, so `.env.enc` is read as
-JSON and fails; it refuses an empty file ("sops metadata not found"), so a new app could not start
-before its first secret; it prints sops' own messages, which quote the file ("invalid dotenv input
-line: <the line>", "Input string <the value> does not match ..."); it passes SOPS_AGE_KEY on to the
-server's environment (--pristine drops everything else too); and unless --same-process (sops
-3.10+) sops stays the parent process, does not forward SIGTERM and exits 143, so gunicorn never
-drains. This program keeps sops for the cryptography (`sops --decrypt`) and python-dotenv for the
-parsing (every app depends on it: the deploy action checks), standard library otherwise.
+JSON and fails; it sets values as sops stores them, quotes included (GREETING="hi" arrives with
+its quotes; python-dotenv, which the apps and the predecessor's load_dotenv() use, strips them);
+it refuses an empty file ("sops metadata not found"), so a new app could not start before its
+first secret; it prints sops' own messages, which quote the file ("invalid dotenv input line:
+<the line>", "Input string <the value> does not match ..."); it passes SOPS_AGE_KEY on to the
+server (--pristine drops the rest of the environment too); and without --same-process (sops 3.10+,
+while the deploy action's default sops is 3.8.1) sops stays the parent, does not forward SIGTERM
+and exits 143, so gunicorn never drains. This program keeps sops for the cryptography (`sops
+--decrypt`) and python-dotenv for the parsing (every app depends on it: the deploy action checks),
+standard library otherwise.
 """
 
 from __future__ import annotations
