@@ -197,11 +197,26 @@ def test_an_adopted_quart_app_keeps_uvicorns_worker_and_answers_through_the_star
     assert 'worker_class = "uvicorn.workers.UvicornWorker"' in config
     assert "uvicorn-worker" in config, "says what to move to (uvicorn deprecates uvicorn.workers)"
     assert 'timeout = int(os.environ.get("TIMEOUT", "600"))' in config  # as Dockerfile.async had it
-    # Of the template's runtime, an adopted app gets the start program only.
     assert sorted(p.name for p in (folder / "sdk_runtime").iterdir()) == ["__init__.py", "start.py"]
 
     body = json.loads(start_like_the_image(folder, repo, age_key, spawn, tmp_path))
     assert body == {"app": handmade.ASYNC.name, "greeting": handmade.ASYNC.greeting, "asgi": "http"}
+
+
+def test_of_the_templates_runtime_an_adopted_app_gets_the_start_program_only(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The runtime (sdk_runtime/) is the template's code for its own apps; an adopted app keeps its own
+    and needs only what its image runs. Files and folders the runtime holds besides stay out."""
+    runtime = template.path / "template/{{app_name}}/sdk_runtime"
+    (runtime / "only_for_template_apps.py").write_text('WORKER = "the template apps\' worker"\n')
+    (runtime / "plugins").mkdir(exist_ok=True)
+    (runtime / "plugins/__init__.py").write_text("")
+    template.release("v1.1.0")
+    assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
+    runtime_files = sorted(str(p.relative_to(repo / APP.name)) for p in (repo / APP.name / "sdk_runtime").rglob("*"))
+    assert runtime_files == ["sdk_runtime/__init__.py", "sdk_runtime/start.py"]
+    assert (repo / APP.name / "sdk_runtime/start.py").read_bytes() == (runtime / "start.py").read_bytes()
 
 
 def copy_without_worker_class(
