@@ -265,3 +265,23 @@ def test_an_own_dockerfile_without_a_known_server_needs_the_answer(
 
     given = copy_without_worker_class(repo, template, APP, age_key, "--data gunicorn_worker_class=gthread")
     assert given.returncode == 0, given.stderr
+
+
+def test_the_move_to_uvicorn_worker_that_gunicorn_conf_names_works(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The command the generated gunicorn.conf.py gives (uvicorn deprecates uvicorn.workers), run as written."""
+    assert handmade.adopt(repo, template.path, handmade.ASYNC, age_key).returncode == 0
+    commit_all(repo, "Adopt async_jokes")
+    config = repo / handmade.ASYNC.name / "gunicorn.conf.py"
+    lines = config.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#   copier update"))
+    command = " ".join(line.lstrip("# ").rstrip("\\ ") for line in lines[start : start + 2])
+    assert command == (
+        f"copier update --defaults -a {handmade.ASYNC.name}/.copier-answers.yml"
+        " --data gunicorn_worker_class=uvicorn_worker.UvicornWorker"
+    )
+    run("bash", "-c", f"{VENV_BIN}/{command}", cwd=repo)
+    assert 'worker_class = "uvicorn_worker.UvicornWorker"' in config.read_text()
+    answers = yaml.safe_load((repo / handmade.ASYNC.name / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn_worker.UvicornWorker"

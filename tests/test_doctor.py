@@ -190,7 +190,8 @@ def test_an_asgi_app_served_by_a_wsgi_worker(repo: Path, style: str) -> None:
     doctor(repo).finds(
         f"{APP}/gunicorn.conf.py",
         f"worker_class 'gthread' serves WSGI, but the app depends on {asgi} (ASGI)",
-        f"copier update -a {APP}/.copier-answers.yml --data gunicorn_worker_class=uvicorn.workers.UvicornWorker",
+        f"copier update --defaults -a {APP}/.copier-answers.yml"
+        " --data gunicorn_worker_class=uvicorn.workers.UvicornWorker",
     )
     edit(config, 'worker_class = "gthread"', 'worker_class = "uvicorn_worker.UvicornWorker"')
     commit_all(repo)
