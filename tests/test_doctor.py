@@ -761,16 +761,19 @@ def test_after_adopting_one_app_the_hand_made_one_is_listed_and_nothing_else(
     assert handmade.adopt(repo, template.path, handmade.QUOTES, age_key).returncode == 0
     commit_all(repo, f"Adopt {handmade.QUOTES.name}")
     result = doctor(repo, "sops", "poetry", SOPS_AGE_KEY=age_key.private)
-    other = handmade.REPORTS
-    result.finds(f"{other.name}/", f"is deployed by .github/workflows/{other.name}.prod.deploy.yaml but has no", ADOPT)
     sha = pins.versions().DEPLOY_ACTION["sha"]
-    result.finds(
-        f"{WORKFLOWS}/{other.name}.prod.deploy.yaml (job deployment)",
-        "uses Unique-AG/sdk-deploy-action@v3, not the template's pinned",
-        f"set uses: Unique-AG/sdk-deploy-action@{sha} # v3",
-    )
-    assert len(result.problems) == 2, result.output  # the adopted app and the rest are sound
-    assert f"checked 2 app(s) ({handmade.QUOTES.name}, {other.name})" in result.output
+    others = (handmade.ASYNC, handmade.REPORTS)  # still hand-made
+    for other in others:
+        workflow = f"{other.name}.{other.environments[0]}.deploy.yaml"
+        result.finds(f"{other.name}/", f"is deployed by .github/workflows/{workflow} but has no", ADOPT)
+        result.finds(
+            f"{WORKFLOWS}/{workflow} (job deployment)",
+            "uses Unique-AG/sdk-deploy-action@v3, not the template's pinned",
+            f"set uses: Unique-AG/sdk-deploy-action@{sha} # v3",
+        )
+    assert len(result.problems) == 2 * len(others), result.output  # the adopted app and the rest are sound
+    names = sorted([handmade.QUOTES.name, *(other.name for other in others)])
+    assert f"checked 3 app(s) ({', '.join(names)})" in result.output
 
 
 def test_the_key_in_sops_default_key_file_is_used(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
