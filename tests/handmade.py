@@ -1,6 +1,7 @@
-"""A monorepo made by hand from the predecessor's guide (../shared/reference/platform.md section 9),
-written here from that description: two Flask apps, one with an extra dependency, their Poetry
-projects, encrypted settings, deploy workflows, and the root Dockerfile that ran them all.
+"""A monorepo made by hand from the predecessor's guide (../shared/reference/platform.md sections 9
+and 10), written here from that description: two Flask apps, one with an extra dependency, and a
+Quart app served by uvicorn's gunicorn worker from its own Dockerfile.async (the predecessor's async
+demo); their Poetry projects, encrypted settings, deploy workflows, and the root Dockerfiles.
 
 The apps are locked with Poetry like the real ones. One difference for this machine only: their
 pyproject.toml names PyPI's simple index as a source, because Poetry's default PyPI source does not
@@ -40,6 +41,11 @@ exec poetry run gunicorn --workers=2 --threads=4 --worker-class=gthread -b 0.0.0
     > /entrypoint.sh && chmod +x /entrypoint.sh
 ENTRYPOINT ["/entrypoint.sh"]
 """
+# The predecessor's async image (its last change): the same, but gunicorn runs uvicorn's worker with a
+# 600 s timeout. The async app's workflow passes `dockerfile: ./Dockerfile.async`.
+DOCKERFILE_ASYNC = DOCKERFILE.replace("ARG SOPS_VERSION=3.8.1\n", "ARG SOPS_VERSION=3.8.1\nARG TIMEOUT=600\n").replace(
+    "--worker-class=gthread", "--worker-class=uvicorn.workers.UvicornWorker --timeout=${TIMEOUT}"
+)
 DOCKERFILE_LOCAL = """\
 FROM python:3.11-slim
 ARG MODULE
@@ -61,7 +67,7 @@ packages = [{{ include = "{app}" }}]
 
 [tool.poetry.dependencies]
 python = "^3.11"
-flask = "^3.0"
+{framework}
 gunicorn = "^23.0"
 python-dotenv = "^1.0"
 requests = "^2.31"
@@ -92,6 +98,27 @@ def index():
 
 @app.post("/webhook")
 def webhook():
+    return jsonify(status="ok")
+"""
+# The predecessor's async demo, reduced to what a deploy needs: a Quart app (ASGI) answering in the request.
+QUART_APP_PY = """\
+import os
+
+from dotenv import load_dotenv
+from quart import Quart, jsonify, request
+
+load_dotenv()
+app = Quart(__name__)
+
+
+@app.get("/")
+async def index():
+    return jsonify(app="{app}", greeting=os.getenv("GREETING", "unset"), asgi=request.scope["type"])
+
+
+@app.post("/webhook")
+async def webhook():
+    await request.get_data()
     return jsonify(status="ok")
 """
 COMPOSE = """\
@@ -139,7 +166,7 @@ jobs:
           azure_storage_account_id: ${{{{ vars.AZURE_STORAGE_ACCOUNT_ID }}}}
           acr_username: ${{{{ secrets.ACR_USERNAME }}}}
           acr_password: ${{{{ secrets.ACR_PASSWORD }}}}
-          age_private_key: ${{{{ secrets.AGE_PRIVATE_KEY }}}}
+          age_private_key: ${{{{ secrets.AGE_PRIVATE_KEY }}}}{dockerfile}
       - name: Summary
         run: echo "deployed"
 """
@@ -152,24 +179,39 @@ class HandMadeApp:
     environments: tuple[str, ...]
     port: int
     extra_dependency: str = ""  # a Poetry line, e.g. 'humanize = "^4.9"'
+    asgi: bool = False  # a Quart app, deployed with the predecessor's Dockerfile.async
 
     @property
     def greeting(self) -> str:
         return f"hello from {self.name}"
 
+    @property
+    def worker_class(self) -> str:
+        """How its own image served it: the answer adoption needs (gunicorn_worker_class)."""
+        return "uvicorn.workers.UvicornWorker" if self.asgi else "gthread"
+
 
 QUOTES = HandMadeApp("quotes", "QUOTES_OF_THE_DAY_APP", ("dev", "prod"), 5001)
 REPORTS = HandMadeApp("reports", "REPORTS", ("prod",), 5002, 'humanize = "^4.9"')
-APPS = (QUOTES, REPORTS)
+# The predecessor's versions of its async demo's server (platform.md section 10).
+ASYNC = HandMadeApp("async_jokes", "ASYNC_UNIQUE_ASSISTANT_APP", ("dev",), 5003, asgi=True)
+APPS = (QUOTES, REPORTS, ASYNC)
+FLASK = 'flask = "^3.0"'
+QUART = 'quart = "^0.19.6"\nuvicorn = "^0.30.1"'
 
 
 def write_app(repo: Path, app: HandMadeApp, key: AgeKey, lock: Path | None) -> None:
     folder = repo / app.name
     (folder / app.name).mkdir(parents=True)
-    (folder / "pyproject.toml").write_text(PYPROJECT.format(app=app.name, extra=app.extra_dependency + "\n"))
+    framework = QUART if app.asgi else FLASK
+    (folder / "pyproject.toml").write_text(
+        PYPROJECT.format(app=app.name, framework=framework, extra=app.extra_dependency + "\n")
+    )
     humanize = bool(app.extra_dependency)
     (folder / app.name / "app.py").write_text(
-        APP_PY.format(
+        QUART_APP_PY.format(app=app.name)
+        if app.asgi
+        else APP_PY.format(
             app=app.name,
             extra_import="import humanize\n" if humanize else "",
             extra_value=", size=humanize.naturalsize(2048)" if humanize else "",
@@ -193,13 +235,15 @@ def write_app(repo: Path, app: HandMadeApp, key: AgeKey, lock: Path | None) -> N
     for env in app.environments:
         workflow = repo / ".github/workflows" / f"{app.name}.{env}.deploy.yaml"
         workflow.parent.mkdir(parents=True, exist_ok=True)
-        workflow.write_text(WORKFLOW.format(app=app.name, env=env))
+        dockerfile = "\n          dockerfile: ./Dockerfile.async" if app.asgi else ""
+        workflow.write_text(WORKFLOW.format(app=app.name, env=env, dockerfile=dockerfile))
 
 
 def handmade_monorepo(path: Path, key: AgeKey, locks: Path) -> Path:
     """The predecessor's monorepo, committed. `locks` caches each app's poetry.lock between tests."""
     repo = init_repository(path)
     (repo / "Dockerfile").write_text(DOCKERFILE)
+    (repo / "Dockerfile.async").write_text(DOCKERFILE_ASYNC)
     (repo / "Dockerfile.local").write_text(DOCKERFILE_LOCAL)
     (repo / ".dockerignore").write_text(".env\n.venv\n")
     (repo / ".gitignore").write_text("# the team's own rules\n.env\n.venv/\n__pycache__/\n")
@@ -225,6 +269,7 @@ def readme_adoption_command(template: Path, app: HandMadeApp, key: AgeKey, overw
         "<its module name on the platform>": app.module_name,
         "<its environments, e.g. dev, prod>": ", ".join(app.environments),
         "<a path it answers 200 on, e.g. /health>": "/",
+        "<how its image served it: gthread, or the worker its Dockerfile names>": app.worker_class,
         "<the repository's age public key>": key.public,
     }
     for placeholder, value in filled.items():

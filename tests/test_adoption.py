@@ -4,6 +4,7 @@ by the README's "Adopt an existing app" command, followed as written."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -203,17 +204,20 @@ def start_like_the_image(app_folder: Path, repo: Path, key: AgeKey, spawn: Any, 
     """Install the app as the image's deps stage does, run the image's ENTRYPOINT in a copy of the
     app folder (what `COPY . .` puts in /app) with the environment the deploy action gives, and
     return what GET / answers."""
-    python, start = dockerfile.entrypoint_here((repo / "Dockerfile").read_text(), tmp_path)
+    text = (repo / "Dockerfile").read_text()
+    command = dockerfile.entrypoint(text)
     poetry_install(app_folder, "--only", "main", "--no-root")
     container = tmp_path / "app"
     shutil.copytree(app_folder, container, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
+    for step in dockerfile.runs_after_copy(text):  # as the build runs them in /app
+        run("sh", "-c", step, cwd=container, MODULE=app_folder.name)
     port = free_port()
     env = {
         "PATH": f"{app_folder / '.venv/bin'}:{VENV_BIN}:/usr/bin:/bin",  # the app's venv, then sops
         "MODULE": app_folder.name, "APP_NAME": "app", "ENCRYPTED_ENV_FILE": ".env.enc", "PORT": str(port),
         "SOPS_AGE_KEY": key.private,
     }  # fmt: skip
-    process = spawn([app_folder / ".venv/bin" / python, start], cwd=container, env=env)
+    process = spawn(command, cwd=container, env=env)
     return wait_for_http(f"http://127.0.0.1:{port}/", process).decode()
 
 
@@ -221,9 +225,14 @@ def test_the_other_hand_made_app_keeps_deploying_with_the_new_dockerfile(
     tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
 ) -> None:
     assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
-    assert not (repo / OTHER.name / "gunicorn.conf.py").exists()
-    body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
-    assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, with its own deps
+    assert not (repo / OTHER.name / "sdk_runtime").exists()
+    settings = Path("/dev/shm/settings.env")  # where the image's start decrypts a hand-made app's settings
+    try:
+        body = json.loads(start_like_the_image(repo / OTHER.name, repo, age_key, spawn, tmp_path))
+        assert body == {"app": OTHER.name, "greeting": OTHER.greeting, "size": "2.0 kB"}  # decrypted, its own deps
+        assert settings.stat().st_mode & 0o077 == 0, "only the app's user may read its settings"
+    finally:
+        settings.unlink(missing_ok=True)
 
 
 def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_conf(
@@ -232,3 +241,111 @@ def test_the_adopted_app_starts_with_its_own_code_and_the_templates_gunicorn_con
     assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
     body = json.loads(start_like_the_image(repo / APP.name, repo, age_key, spawn, tmp_path))
     assert body == {"app": APP.name, "greeting": APP.greeting}
+
+
+# ---- An ASGI app keeps its server ----------------------------------------------------------------
+
+
+def test_an_adopted_quart_app_keeps_uvicorns_worker_and_answers_through_the_start_program(
+    tmp_path: Path, repo: Path, template: TemplateRepo, age_key: AgeKey, spawn: Any
+) -> None:
+    """The predecessor's async demo (Quart, Dockerfile.async: gunicorn with uvicorn.workers.UvicornWorker,
+    --timeout=600), adopted by the README's command, is served by the shared image's start program and
+    real gunicorn with the worker its own image ran: a WSGI worker would answer it with errors only."""
+    result = handmade.adopt(repo, template.path, handmade.ASYNC, age_key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = repo / handmade.ASYNC.name
+    answers = yaml.safe_load((folder / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn.workers.UvicornWorker"
+    config = (folder / "gunicorn.conf.py").read_text()
+    assert 'worker_class = "uvicorn.workers.UvicornWorker"' in config
+    assert "uvicorn-worker" in config, "says what to move to (uvicorn deprecates uvicorn.workers)"
+    assert 'timeout = int(os.environ.get("TIMEOUT", "600"))' in config  # as Dockerfile.async had it
+    assert sorted(p.name for p in (folder / "sdk_runtime").iterdir()) == ["__init__.py", "start.py"]
+
+    body = json.loads(start_like_the_image(folder, repo, age_key, spawn, tmp_path))
+    assert body == {"app": handmade.ASYNC.name, "greeting": handmade.ASYNC.greeting, "asgi": "http"}
+
+
+def test_of_the_templates_runtime_an_adopted_app_gets_the_start_program_only(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The runtime (sdk_runtime/) is the template's code for its own apps; an adopted app keeps its own
+    and needs only what its image runs. Files and folders the runtime holds besides stay out."""
+    runtime = template.path / "template/{{app_name}}/sdk_runtime"
+    (runtime / "only_for_template_apps.py").write_text('WORKER = "the template apps\' worker"\n')
+    (runtime / "plugins").mkdir(exist_ok=True)
+    (runtime / "plugins/__init__.py").write_text("")
+    template.release("v1.1.0")
+    assert handmade.adopt(repo, template.path, APP, age_key).returncode == 0
+    runtime_files = sorted(str(p.relative_to(repo / APP.name)) for p in (repo / APP.name / "sdk_runtime").rglob("*"))
+    assert runtime_files == ["sdk_runtime/__init__.py", "sdk_runtime/start.py"]
+    assert (repo / APP.name / "sdk_runtime/start.py").read_bytes() == (runtime / "start.py").read_bytes()
+
+
+def copy_without_worker_class(
+    repo: Path, template: TemplateRepo, app: handmade.HandMadeApp, key: AgeKey, *extra: str
+) -> Any:
+    """The README's adoption command without its gunicorn_worker_class answer (the default decides), plus `extra`."""
+    command = handmade.readme_adoption_command(template.path, app, key)
+    command = re.sub(r" --data gunicorn_worker_class=\S+", "", command)
+    return run("bash", "-c", " ".join([command, *extra]), cwd=repo, check=False)
+
+
+def test_the_default_server_comes_from_the_dockerfile_the_workflow_builds(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    assert copy_without_worker_class(repo, template, handmade.ASYNC, age_key).returncode == 0
+    answers = yaml.safe_load((repo / handmade.ASYNC.name / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn.workers.UvicornWorker"  # Dockerfile.async
+    commit_all(repo, "Adopt async_jokes")
+    assert copy_without_worker_class(repo, template, APP, age_key).returncode == 0
+    assert yaml.safe_load((repo / APP.name / ".copier-answers.yml").read_text())["gunicorn_worker_class"] == "gthread"
+    assert 'worker_class = "gthread"' in (repo / APP.name / "gunicorn.conf.py").read_text()
+
+
+def test_an_own_dockerfile_without_a_known_server_needs_the_answer(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    for env in APP.environments:
+        workflow = repo / ".github/workflows" / f"{APP.name}.{env}.deploy.yaml"
+        workflow.write_text(workflow.read_text().replace(
+            "age_private_key: ${{ secrets.AGE_PRIVATE_KEY }}",
+            "age_private_key: ${{ secrets.AGE_PRIVATE_KEY }}\n          dockerfile: ./quotes/Dockerfile",
+        ))  # fmt: skip
+    commit_all(repo, "quotes builds its own image")
+    before = files_of(repo)
+    refused = copy_without_worker_class(repo, template, APP, age_key)
+    assert refused.returncode != 0
+    assert "Its workflow builds ./quotes/Dockerfile: say how that image serves the app." in refused.stderr
+    assert "--data gunicorn_worker_class=<one of these>" in refused.stderr
+    assert files_of(repo) == before, "nothing written"
+
+    wrong = copy_without_worker_class(repo, template, APP, age_key, "--data gunicorn_worker_class=uvicorn")
+    assert wrong.returncode != 0
+    assert "gunicorn_worker_class 'uvicorn' is not one this template can serve an adopted app with." in wrong.stderr
+    assert "uvicorn_worker.UvicornWorker: ASGI (Quart, FastAPI)" in wrong.stderr
+    assert files_of(repo) == before
+
+    given = copy_without_worker_class(repo, template, APP, age_key, "--data gunicorn_worker_class=gthread")
+    assert given.returncode == 0, given.stderr
+
+
+def test_the_move_to_uvicorn_worker_that_gunicorn_conf_names_works(
+    repo: Path, template: TemplateRepo, age_key: AgeKey
+) -> None:
+    """The command the generated gunicorn.conf.py gives (uvicorn deprecates uvicorn.workers), run as written."""
+    assert handmade.adopt(repo, template.path, handmade.ASYNC, age_key).returncode == 0
+    commit_all(repo, "Adopt async_jokes")
+    config = repo / handmade.ASYNC.name / "gunicorn.conf.py"
+    lines = config.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#   copier update"))
+    command = " ".join(line.lstrip("# ").rstrip("\\ ") for line in lines[start : start + 2])
+    assert command == (
+        f"copier update --defaults -a {handmade.ASYNC.name}/.copier-answers.yml"
+        " --data gunicorn_worker_class=uvicorn_worker.UvicornWorker"
+    )
+    run("bash", "-c", f"{VENV_BIN}/{command}", cwd=repo)
+    assert 'worker_class = "uvicorn_worker.UvicornWorker"' in config.read_text()
+    answers = yaml.safe_load((repo / handmade.ASYNC.name / ".copier-answers.yml").read_text())
+    assert answers["gunicorn_worker_class"] == "uvicorn_worker.UvicornWorker"

@@ -1,10 +1,10 @@
 """The production image's start contract, verified without a Docker engine (tests/test_image.py
 runs the same image under a real one).
 
-The image's ENTRYPOINT runs its start script (extensions/container_start.py, written into the image)
+The image's ENTRYPOINT runs the app's start program (sdk_runtime/start.py, copied with the app folder)
 in /app with MODULE, APP_NAME, ENCRYPTED_ENV_FILE and PORT from its ENV and SOPS_AGE_KEY from the
 deploy action: it decrypts the settings, then execs `gunicorn --config gunicorn.conf.py`. These tests
-take that script and ENV from the rendered Dockerfile and run it on the app installed from its lock
+take the ENTRYPOINT and ENV from the rendered Dockerfile and run it on the app installed from its lock
 file, with real sops and a fresh age key, then talk real HTTP to the gunicorn it starts.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tools.dockerfile import entrypoint_here
+from tools.dockerfile import entrypoint
 from tools.net import free_port, wait_for_http
 from tools.platform_events import runtime_module, signed_event
 
@@ -52,11 +52,11 @@ class Image:
     user: str
 
 
-def image_contract(dockerfile: Path, directory: Path) -> Image:
-    """`cmd`: the image's ENTRYPOINT, with its start script copied into `directory`."""
+def image_contract(dockerfile: Path) -> Image:
+    """`cmd`: the image's ENTRYPOINT, run in a copy of the app folder (what `COPY . .` puts in /app)."""
     text = dockerfile.read_text()
     runtime = text[text.index("AS runtime") :]
-    cmd = entrypoint_here(text, directory)
+    cmd = entrypoint(text)
     env_names = set(re.findall(r"(?:ENV |^\s+)([A-Z_]+)=", runtime, re.MULTILINE))
     user = re.findall(r"^USER (\S+)$", runtime, re.MULTILINE)[-1]
     return Image(cmd=cmd, env_names=env_names, user=user)
@@ -87,7 +87,7 @@ class Container:
 def container(tmp_path: Path, installed_app: InstalledApp) -> Container:
     folder = tmp_path / "app"
     shutil.copytree(installed_app.folder, folder, ignore=shutil.ignore_patterns(".venv", ".env", "__pycache__"))
-    image = image_contract(installed_app.repo / "Dockerfile", tmp_path)
+    image = image_contract(installed_app.repo / "Dockerfile")
     return Container(folder=folder, app=installed_app, image=image)
 
 
@@ -126,9 +126,9 @@ def environ_of(pid: int) -> dict[str, str]:
 
 def test_image_runs_as_non_root_and_starts_gunicorn_from_the_app_config(container: Container) -> None:
     assert container.image.user == "app"
-    python, script = container.image.cmd
-    assert python == "python"  # the image's PATH starts with the app's /app/.venv/bin
-    assert 'return ["gunicorn", "--config", CONFIG]' in Path(script).read_text()
+    # The app's own start program, run by the `python` of the image's PATH (the app's /app/.venv/bin).
+    assert "exec python -m sdk_runtime.start" in container.image.cmd[2]
+    assert 'return ["gunicorn", "--config", CONFIG]' in (container.folder / "sdk_runtime/start.py").read_text()
 
 
 def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container, spawn: Any, platform: Any) -> None:
@@ -217,7 +217,7 @@ def test_the_local_image_takes_unsigned_events_with_no_extra_step(
     container: Container, spawn: Any, platform: Any
 ) -> None:
     """docker compose runs Dockerfile.local's CMD with its ENV (ENCRYPTED_ENV_FILE empty) and .env."""
-    local = image_contract(container.app.repo / "Dockerfile.local", container.folder.parent)
+    local = image_contract(container.app.repo / "Dockerfile.local")
     assert re.search(r"^ENV ENCRYPTED_ENV_FILE=$", (container.app.repo / "Dockerfile.local").read_text(), re.MULTILINE)
     port = free_port()
     dotenv = {"API_KEY": "k", "APP_ID": "a", "API_BASE": platform.url}  # what compose passes from .env
@@ -359,3 +359,74 @@ def test_start_error_never_prints_the_file(container: Container, case: str) -> N
     for words in expected:
         assert words in result.stderr, result.stderr
     assert "Booting worker" not in output
+
+
+# ---- Settings sops decrypts but Linux or Python cannot take: one line, no traceback ---------------
+
+
+def encrypt_with_sops(container: Container, plain: bytes) -> None:
+    """Encrypt `plain` with sops itself (as APPS.md shows), which takes what the guards may refuse."""
+    source = container.folder.parent / "plain.env"
+    source.write_bytes(plain)
+    command = ["--encrypt", "--age", container.app.key.public, "--input-type", "dotenv", "--output-type", "dotenv"]
+    encrypted = run(VENV_BIN / "sops", *command, source)
+    source.unlink()
+    (container.folder / ".env.enc").write_text(encrypted.stdout)
+
+
+def start_fails(container: Container, **extra: str) -> str:
+    """Run the image's ENTRYPOINT with the repository key (unless `extra` gives another); return its one
+    line of output."""
+    env = container.environment(free_port(), **{"SOPS_AGE_KEY": container.app.key.private, **extra})
+    result = run(*container.image.cmd, cwd=container.folder, check=False, **env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) == 1, lines  # no traceback
+    assert lines[0].startswith("start: "), lines
+    assert LEAK not in lines[0]
+    return lines[0]
+
+
+def test_a_value_over_128_kib_stops_the_start_with_its_name(container: Container) -> None:
+    """Linux refuses a program whose environment holds a NAME=value over 128 KiB (E2BIG)."""
+    value = LEAK + "x" * (128 * 1024)
+    encrypt_with_sops(container, f"API_KEY=key\nBIG_CERTIFICATE={value}\n".encode())
+    line = start_fails(container)
+    assert line.startswith(f"start: BIG_CERTIFICATE (decrypted from .env.enc) is {len(value) + 17} bytes")
+    assert "over 131072 bytes" in line
+
+
+def test_settings_that_are_not_utf8_stop_the_start_with_the_line(container: Container) -> None:
+    encrypt_with_sops(container, f"API_KEY=key\nGREETING=caf\xe9 {LEAK}\n".encode("latin-1"))
+    line = start_fails(container)
+    assert line.startswith("start: .env.enc decrypts to text that is not UTF-8 (line 2, GREETING)")
+
+
+def test_a_sops_that_hangs_is_stopped_after_the_timeout(container: Container) -> None:
+    """Real sops, hanging: SOPS_AGE_KEY is not this file's key, so sops goes on to SOPS_AGE_KEY_CMD,
+    which never returns. The start stops sops and what it started after START_SOPS_TIMEOUT."""
+    encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={LEAK}\n")
+    pid_file = container.folder.parent / "key-command.pid"
+    hanging = container.folder.parent / "key-command"
+    hanging.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    hanging.chmod(0o755)
+    started = time.monotonic()
+    line = start_fails(
+        container, SOPS_AGE_KEY=new_age_key().private, SOPS_AGE_KEY_CMD=str(hanging), START_SOPS_TIMEOUT="2"
+    )
+    assert time.monotonic() - started < 60, "the start waited for sops"
+    assert line.startswith("start: sops did not decrypt .env.enc within 2 s (START_SOPS_TIMEOUT), so it was stopped")
+    key_command = Path(f"/proc/{pid_file.read_text().strip()}")
+    deadline = time.monotonic() + 10
+    while key_command.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not key_command.exists(), "the key command sops started is still running"
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(container: Container, value: str) -> None:
+    encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={LEAK}\n")
+    assert START_SOPS_TIMEOUT_WORDS[value] in start_fails(container, START_SOPS_TIMEOUT=value)
+
+
+START_SOPS_TIMEOUT_WORDS = {"soon": "is not a number of seconds", "0": "must be more than 0 seconds"}

@@ -39,12 +39,18 @@ def test_production_dockerfile_honours_the_action_contract(monorepo: Path) -> No
     assert "EXPOSE 8080" in text
     assert "PORT=8080" in text
     assert re.search(r"^USER app$", text, re.MULTILINE), "must run as the non-root user"
-    # Every container starts through the start script (extensions/container_start.py), the same in both images.
-    path, script = dockerfile.start_script(text)
-    assert dockerfile.entrypoint(text) == ["python", path]
-    source = (TEMPLATE / "extensions/container_start.py").read_text()
-    assert script == source.split('\n"""\n', 1)[1].strip() + "\n", "the image must carry the script as written"
-    assert dockerfile.start_script((monorepo / "Dockerfile.local").read_text()) == (path, script)
+    # Every container starts the same way in both images: the app's own start program (copied with
+    # the app folder), else, for a hand-made app without one, sops --decrypt and gunicorn.
+    command = dockerfile.entrypoint(text)
+    assert command[:2] == ["/bin/sh", "-c"]
+    assert command[2].startswith('if [ -f sdk_runtime/start.py ]; then exec python -m sdk_runtime.start "$@"; fi;')
+    assert dockerfile.entrypoint((monorepo / "Dockerfile.local").read_text()) == command
+    assert (monorepo / APP / "sdk_runtime" / "start.py").read_text() == (
+        TEMPLATE / "template/{{app_name}}/sdk_runtime/start.py"
+    ).read_text(), "every app carries the start program as written"
+    assert "printf" not in text
+    # Only an app without the start program (hand-made) gets the .env link its load_dotenv() reads.
+    assert dockerfile.runs_after_copy(text)[-1] == "[ -d sdk_runtime ] || ln -s /dev/shm/settings.env .env"
     # Dependencies install from pyproject.toml + poetry.lock alone, before the app code is copied.
     deps = text[text.index("AS deps") : text.index("AS runtime")]
     assert "COPY pyproject.toml poetry.lock ./" in deps

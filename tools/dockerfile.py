@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-from pathlib import Path
-
-START_SCRIPT = re.compile(
-    r"^RUN mkdir -p \S+ && printf '%s\\n' \\\n(?P<lines>(?:    .*\\\n)+)    > (?P<path>\S+)$", re.M
-)
 
 
-def start_script(dockerfile: str) -> tuple[str, str]:
-    """(path in the image, text) of the start script the runtime stage writes with printf."""
-    match = START_SCRIPT.search(dockerfile)
-    if not match:
-        raise AssertionError("no start script (RUN ... printf '%s\\n' ... > path) in the Dockerfile")
-    lines = [
-        shlex.split(line.rstrip("\\").strip())[0] if line.strip() != "''\\" else ""
-        for line in match["lines"].splitlines()
-    ]
-    return match["path"], "\n".join(lines) + "\n"
+def instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions, each on one line (continuation lines joined as Docker joins them)."""
+    joined = re.sub(r"\\\n", "", dockerfile)
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def entrypoint(dockerfile: str) -> list[str]:
-    """The runtime stage's ENTRYPOINT (exec form)."""
+    """The runtime stage's ENTRYPOINT (exec form). Run in a copy of the app folder (what `COPY . .` puts
+    in /app) with the app's virtualenv first on PATH (the image's /app/.venv/bin), it is what the
+    container runs."""
     runtime = dockerfile[dockerfile.index("AS runtime") :]
-    return list(json.loads(re.findall(r"^ENTRYPOINT (\[.*\])$", runtime, re.M)[-1]))
+    [*_, last] = [line for line in instructions(runtime) if line.startswith("ENTRYPOINT ")]
+    return list(json.loads(last.removeprefix("ENTRYPOINT ")))
 
 
-def entrypoint_here(dockerfile: str, directory: Path) -> list[str]:
-    """The ENTRYPOINT, runnable outside the image: the start script written to `directory`, run by the
-    `python` first on PATH (in the image: the app's /app/.venv/bin/python)."""
-    path, script = start_script(dockerfile)
-    local = directory / Path(path).name
-    local.write_text(script)
-    return [str(local) if part == path else part for part in entrypoint(dockerfile)]
+def runs_after_copy(dockerfile: str) -> list[str]:
+    """The shell commands of the runtime stage's RUN instructions after `COPY . .`: what the build does
+    to the app folder once it is in /app."""
+    runtime = instructions(dockerfile[dockerfile.index("AS runtime") :])
+    after = runtime[runtime.index("COPY . .") + 1 :]
+    return [line.removeprefix("RUN ") for line in after if line.startswith("RUN ")]

@@ -325,7 +325,7 @@ class Container:
 
 def run_in_image(image: str, code: str, *argv: str) -> Any:
     """Run Python `code` (which prints JSON) in a throwaway container of `image`, as its user; the JSON.
-    The image's own start script (its ENTRYPOINT) is bypassed: this looks at the image, it starts no app."""
+    The image's own start program (its ENTRYPOINT) is bypassed: this looks at the image, it starts no app."""
     result = docker(
         "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", code, *argv, timeout=120
     )  # fmt: skip
