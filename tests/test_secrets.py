@@ -17,6 +17,7 @@ from .conftest import APP, AgeKey, answers, commit_all, new_age_key, new_monorep
 
 SETTINGS = 'API_KEY=sk-123\nENDPOINT_SECRET="with space # and hash"\n'
 LEAK = "S3CRET-do-not-print"  # a value that no message may ever show
+DEPLOY = ".env.deploy"  # the deployed settings, plain (local runs read .env)
 
 
 @pytest.fixture
@@ -114,18 +115,18 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
 
 def test_new_encrypt_decrypt_round_trip(repo: Path, age_key: AgeKey) -> None:
     assert "created" in secrets(repo, "new", APP).stdout
-    assert (repo / APP / ".env").read_text() == (repo / APP / ".env.example").read_text()
-    (repo / APP / ".env").write_text(SETTINGS)
+    assert (repo / APP / DEPLOY).read_text() == (repo / APP / ".env.example").read_text()
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     encrypted = (repo / APP / ".env.enc").read_text()
     assert "sk-123" not in encrypted
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
     # Encrypted: readable by the image's user when an image is built from the working tree.
     assert (repo / APP / ".env.enc").stat().st_mode & 0o777 == 0o644
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
     secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)
-    assert (repo / APP / ".env").read_text() == SETTINGS
-    assert (repo / APP / ".env").stat().st_mode & 0o777 == 0o600
+    assert (repo / APP / DEPLOY).read_text() == SETTINGS
+    assert (repo / APP / DEPLOY).stat().st_mode & 0o777 == 0o600
 
 
 def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
@@ -145,8 +146,9 @@ def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
         ("per_env_repo", ["encrypt", APP], "one env file per environment: name one of dev, prod"),
         ("per_env_repo", ["encrypt", APP, "qa"], "has no environment 'qa'"),
         ("repo", ["encrypt", "nope"], "'nope' is not an app of this repository"),
-        ("repo", ["encrypt", APP], f"{APP}/.env not found"),
-        ("repo", ["decrypt", APP], ""),  # empty .env.enc decrypts to an empty .env
+        ("repo", ["encrypt", APP], f"{APP}/.env.deploy not found"),
+        ("repo", ["decrypt", APP], ""),  # empty .env.enc decrypts to an empty .env.deploy
+        ("repo", ["local", APP, "prod"], "local takes no environment"),
         ("repo", ["edit", APP], "is empty (no secrets yet)"),
     ],
 )
@@ -163,7 +165,7 @@ def test_helper_refuses_mistakes_clearly(
 
 
 def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     editor = tmp_path / "editor.sh"  # what a person does in $EDITOR: add a line, save, quit
     editor.write_text('#!/bin/sh\necho "NEW_SETTING=added" >> "$1"\n')
@@ -194,9 +196,9 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
         env = without_sops_keys(home, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     key_file.parent.mkdir(parents=True)
     key_file.write_text(f"# public key: {age_key.public}\n{age_key.private}\n")  # as age-keygen writes it
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
 
     def helper(*args: str) -> subprocess.CompletedProcess[str]:
         command = ["python3", "scripts/env_secrets.py", *args]
@@ -204,7 +206,7 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
 
     decrypted = helper("decrypt", APP)
     assert decrypted.returncode == 0, decrypted.stderr
-    assert (repo / APP / ".env").read_text() == SETTINGS
+    assert (repo / APP / DEPLOY).read_text() == SETTINGS
     editor = tmp_path / "editor.sh"
     editor.write_text('#!/bin/sh\necho "EDITED=yes" >> "$1"\n')
     editor.chmod(0o755)
@@ -215,9 +217,9 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
 
 
 def test_decrypt_without_a_key_says_where_the_key_goes(repo: Path, tmp_path: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
     env = without_sops_keys(tmp_path / "home")
     result = subprocess.run(
         ["python3", "scripts/env_secrets.py", "decrypt", APP], cwd=repo, env=env, capture_output=True, text=True
@@ -228,11 +230,11 @@ def test_decrypt_without_a_key_says_where_the_key_goes(repo: Path, tmp_path: Pat
     wrong = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=new_age_key().private)
     assert wrong.returncode == 1
     assert "could not decrypt" in wrong.stderr
-    assert not (repo / APP / ".env").exists(), "a failed decrypt must not leave a file"
+    assert not (repo / APP / DEPLOY).exists(), "a failed decrypt must not leave a file"
 
 
 def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     before = (repo / APP / ".env.enc").read_text()
     (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: nothing-matches$\n    age: age1x\n")
@@ -240,7 +242,7 @@ def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
     assert result.returncode == 1
     assert "could not encrypt" in result.stderr
     assert (repo / APP / ".env.enc").read_text() == before
-    assert sorted(p.name for p in (repo / APP).glob(".env*")) == [".env", ".env.enc", ".env.example"]
+    assert sorted(p.name for p in (repo / APP).glob(".env*")) == [DEPLOY, ".env.enc", ".env.example"]
 
 
 # ---- scripts/check_secrets.py -------------------------------------------------------------
@@ -437,6 +439,7 @@ def test_pre_commit_runs_the_guards(repo: Path, age_key: AgeKey) -> None:
     assert refused.returncode == 1
     assert "age.txt: line 2: holds an age private key" in refused.stdout + refused.stderr
     run("git", "rm", "-q", "--cached", "age.txt", cwd=repo)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     run("python3", "scripts/env_secrets.py", "encrypt", APP, cwd=repo)
     run("git", "add", f"{APP}/.env.enc", cwd=repo)
     accepted = run(pre_commit, "run", cwd=repo, check=False)
