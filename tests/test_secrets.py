@@ -5,6 +5,7 @@ README's own commands. The image side is in test_container.py."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import re
 import subprocess
 from collections.abc import Callable
@@ -243,6 +244,121 @@ def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
     assert "could not encrypt" in result.stderr
     assert (repo / APP / ".env.enc").read_text() == before
     assert sorted(p.name for p in (repo / APP).glob(".env*")) == [DEPLOY, ".env.enc", ".env.example"]
+
+
+def test_local_settings_are_apart_from_deployed_ones(repo: Path, age_key: AgeKey) -> None:
+    """Local runs read <app>/.env; the deployed settings come from .env.deploy and never touch it."""
+    assert "local runs" in secrets(repo, "local", APP).stdout
+    assert (repo / APP / ".env").read_text() == (repo / APP / ".env.example").read_text()
+    local = (repo / APP / ".env").read_text()
+    secrets(repo, "new", APP)
+    (repo / APP / DEPLOY).write_text(f"API_KEY=sk-123\nENDPOINT_SECRET={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    assert (repo / APP / ".env").read_text() == local, "encrypting the deployed settings leaves .env alone"
+    assert LEAK in sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    again = secrets(repo, "local", APP, check=False)
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    # Only a local .env (the old layout): encrypt says how to move it rather than encrypting it.
+    (repo / APP / DEPLOY).unlink()
+    moved = secrets(repo, "encrypt", APP, check=False)
+    assert moved.returncode == 1
+    assert f"mv {APP}/.env {APP}/{DEPLOY}" in moved.stderr
+
+
+def test_dotenv_forms_are_read_as_sops_and_the_app_read_them(repo: Path, age_key: AgeKey) -> None:
+    """A byte-order mark, `export NAME=` and spaces around `=` become NAME=value; the guard accepts the result."""
+    text = "\ufeffexport A=1\r\nB = two words\r\n# a comment\r\nC=\r\n"
+    (repo / APP / DEPLOY).write_bytes(text.encode())
+    secrets(repo, "encrypt", APP)
+    encrypted = (repo / APP / ".env.enc").read_bytes()
+    assert b"\r" not in encrypted, "LF on every OS"
+    assert guard(repo, f"{APP}/.env.enc").returncode == 0
+    plain = sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    assert plain == "A=1\nB=two words\n# a comment\nC=\n"
+
+
+def test_guard_accepts_what_sops_writes_for_export_and_spaces(repo: Path, age_key: AgeKey) -> None:
+    """Plain sops on `export A=1` and `B = 2` writes those names as they are: valid, and read as A and B."""
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings="export A=1\nB = 2\n"))
+    result = guard(repo, f"{APP}/.env.enc")
+    assert result.returncode == 0, result.stderr
+
+
+def test_multi_line_values_are_refused_with_the_way_to_write_them(repo: Path, age_key: AgeKey) -> None:
+    pem = f"-----BEGIN KEY-----\n{LEAK}\n-----END KEY-----"
+    (repo / APP / DEPLOY).write_text(f'API_KEY=sk-123\nTLS_KEY="{pem}"\n')
+    refused = secrets(repo, "encrypt", APP, check=False)
+    assert refused.returncode == 1
+    assert "lines 3, 4: not NAME=value" in refused.stderr
+    assert "with \\n for each line break" in refused.stderr
+    assert LEAK not in refused.stdout + refused.stderr
+    assert (repo / APP / ".env.enc").read_text() == "", "nothing written"
+    escaped = pem.replace("\n", "\\n")
+    (repo / APP / DEPLOY).write_text(f'API_KEY=sk-123\nTLS_KEY="{escaped}"\n')
+    secrets(repo, "encrypt", APP)
+    # The container reads sops' output with python-dotenv, as the app reads .env locally: a real PEM.
+    from dotenv import dotenv_values
+
+    plain = sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    assert dotenv_values(stream=io.StringIO(plain))["TLS_KEY"] == pem
+
+
+def test_values_too_long_for_a_container_are_refused(repo: Path, age_key: AgeKey) -> None:
+    """Linux refuses one variable over 128 KiB: env_secrets and the guard refuse it first."""
+    big = "x" * (128 * 1024)
+    (repo / APP / DEPLOY).write_text(f"API_KEY=sk-123\nBIG={big}\n")
+    refused = secrets(repo, "encrypt", APP, check=False)
+    assert refused.returncode == 1
+    assert "BIG (line 2) longer than 128 KiB" in refused.stderr
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings=f"BIG={big}\n"))
+    result = guard(repo, f"{APP}/.env.enc")
+    assert result.returncode == 1
+    assert "BIG is longer than 128 KiB" in result.stderr
+    fits = "x" * (128 * 1024 - len("FITS=") - 1)
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings=f"FITS={fits}\n"))
+    assert guard(repo, f"{APP}/.env.enc").returncode == 0
+
+
+def test_sops_messages_are_never_shown(repo: Path, age_key: AgeKey) -> None:
+    """sops' own message can quote the file; env_secrets says why in its own words."""
+    (repo / APP / DEPLOY).write_text(f"API_KEY={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    text = (repo / APP / ".env.enc").read_text()
+    (repo / APP / ".env.enc").write_text(text.replace("API_KEY=", "OTHER_NAME=", 1))  # the MAC no longer matches
+    (repo / APP / DEPLOY).unlink()
+    result = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=age_key.private)
+    assert result.returncode == 1
+    assert "sops could not decrypt" in result.stderr
+    assert LEAK not in result.stdout + result.stderr
+    assert "Error" not in result.stderr, "sops' own words are withheld"
+
+
+def test_guard_finds_a_merged_or_crlf_file_without_the_key(repo: Path, age_key: AgeKey) -> None:
+    """What the container could not decrypt, CI finds with no key: two encryptions merged, CRLF."""
+    one = encrypted_for(repo, age_key, settings="API_KEY=a\n")
+    two = encrypted_for(repo, age_key, settings="API_KEY=b\nOTHER=c\n")
+    body = [line for line in two.splitlines(keepends=True) if not line.startswith("sops_")]
+    (repo / APP / ".env.enc").write_text("".join(body) + one)  # "keep both sides" of a conflict
+    merged = guard(repo, f"{APP}/.env.enc")
+    assert merged.returncode == 1
+    assert "API_KEY twice: two encryptions merged" in merged.stderr
+    (repo / APP / ".env.enc").write_bytes(one.replace("\n", "\r\n").encode())
+    crlf = guard(repo, f"{APP}/.env.enc")
+    assert crlf.returncode == 1
+    assert "line 1: CRLF line ends" in crlf.stderr
+
+
+def test_git_keeps_enc_files_lf_and_never_merges_them(repo: Path, age_key: AgeKey) -> None:
+    """.gitattributes: a CRLF .enc file is committed LF; a conflicting change is not merged line by line."""
+    attributes = run("git", "check-attr", "eol", "merge", "--", f"{APP}/.env.enc", cwd=repo).stdout
+    assert "eol: lf" in attributes
+    assert "merge: binary" in attributes
+    text = encrypted_for(repo, age_key)
+    (repo / APP / ".env.enc").write_bytes(text.replace("\n", "\r\n").encode())
+    commit_all(repo)
+    committed = run("git", "show", f"HEAD:{APP}/.env.enc", cwd=repo).stdout
+    assert "\r" not in committed
 
 
 # ---- scripts/check_secrets.py -------------------------------------------------------------

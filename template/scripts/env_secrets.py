@@ -147,7 +147,11 @@ def dotenv_lines(path: Path) -> list[str]:
     A byte-order mark, `export ` and spaces around `=` are dropped; a line that is not NAME=value, a
     comment or blank is refused by number (never quoted), as is a variable too long to start a container.
     """
-    data = path.read_bytes()
+    return parse_dotenv(path.read_bytes(), path)
+
+
+def parse_dotenv(data: bytes, path: Path) -> list[str]:
+    """The lines of dotenv `data` (read from `path`) as NAME=value, or what is wrong: see dotenv_lines."""
     try:
         text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8")
     except UnicodeDecodeError as error:
