@@ -85,8 +85,8 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     data = answers(age_key, per_environment_env_files=per_environment, environments=["dev", "prod"])
     repo = new_monorepo(tmp_path / "repo", data)
     readme = repo / "APPS.md"
-    assert "`pre-commit install` once per clone" in readme.read_text()
-    run(require_tool("pre-commit"), "install", cwd=repo)
+    [install] = re.findall(r"`(\S+ pre-commit install)` once per clone", readme.read_text())
+    run("bash", "-c", install, cwd=repo)  # uvx pre-commit install: pre-commit from PyPI, on demand
     editor = tmp_path / "fill-one-key"  # what a person does in $EDITOR: fill in the one key they have
     editor.write_text(
         f"#!/usr/bin/env python3\nimport pathlib, sys\np = pathlib.Path(sys.argv[1])\n"
@@ -99,6 +99,7 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     for step in steps:
         command = step.replace("<app>", APP).replace(" [<env>]", f" {env}" * bool(env))
         command = command.replace("[.<env>]", f".{env}" * bool(env))
+        command = command.replace(f"{APP}/.env.deploy", f"{APP}/.env.{env}" if env else f"{APP}/.env.deploy")
         result = run("bash", "-c", command, cwd=repo, check=False, EDITOR=str(editor))
         assert result.returncode == 0, f"{step}\n{result.stdout}\n{result.stderr}"
     assert "no secrets in clear text" in result.stdout + result.stderr, "the commit ran the pre-commit hook"
@@ -189,7 +190,7 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
     readme = (repo / "APPS.md").read_text()
     home = tmp_path / "home"
     if config == "HOME":
-        [linux_path] = re.findall(r"age-keygen >> (~/\S+)\)", readme)  # the Linux default
+        [linux_path] = re.findall(r"`(~/\.config/\S+)` on Linux", readme)  # the Linux default
         key_file, env = home / linux_path.removeprefix("~/"), without_sops_keys(home)
     else:
         assert "`$XDG_CONFIG_HOME/sops/age/keys.txt`" in readme
@@ -397,7 +398,7 @@ def metadata_keys(text: str) -> set[str]:
 
 def test_guard_knows_exactly_the_metadata_sops_writes(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
     """The guard's table of sops metadata is what the real sops writes: one key, two keys, empty, edited."""
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     through_helper = (repo / APP / ".env.enc").read_text()
     editor = tmp_path / "editor.sh"
@@ -503,7 +504,7 @@ CASES: dict[str, tuple[str, Make, str]] = {
     ),
     "conflict-markers": (".github/workflows/x.yaml", lambda r, k: CONFLICT, "merge-conflict markers on lines 2, 6"),
 }
-WHAT_TO_DO = ("re-encrypt it: python scripts/env_secrets.py encrypt", "never commit it", "resolve them")
+WHAT_TO_DO = ("re-encrypt it: uv run scripts/env_secrets.py encrypt", "never commit it", "resolve them")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -526,7 +527,7 @@ def test_guard_refuses_bad_files(repo: Path, age_key: AgeKey, case: str) -> None
 def test_guard_names_the_command_for_the_file(per_env_repo: Path) -> None:
     (per_env_repo / APP / ".env.prod.enc").write_text(SETTINGS)
     result = guard(per_env_repo, f"{APP}/.env.prod.enc")
-    assert f"re-encrypt it: python scripts/env_secrets.py encrypt {APP} prod" in result.stderr
+    assert f"re-encrypt it: uv run scripts/env_secrets.py encrypt {APP} prod" in result.stderr
 
 
 def test_guard_accepts_good_files(repo: Path, age_key: AgeKey) -> None:
@@ -648,7 +649,7 @@ def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: A
     """new, encrypt, decrypt: the plain file still holds the same settings (sops drops only blank
     lines), so decrypt says so instead of refusing; a plain file that differs is still refused."""
     secrets(repo, "new", APP)
-    plain = repo / APP / ".env"
+    plain = repo / APP / DEPLOY
     plain.write_text(plain.read_text().replace("\nAPI_KEY=\n", "\nAPI_KEY=sk-same\n"))
     before = plain.read_text()
     secrets(repo, "encrypt", APP)

@@ -244,8 +244,11 @@ def decrypt(root: Path, plain: Path, encrypted: Path, _: str) -> str:
 
 
 def _lines(path: Path) -> list[str]:
-    """The lines of a dotenv file that sops keeps: all but the blank ones."""
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The lines of a dotenv file that sops keeps, as sops gets them: all but the blank ones, normalized."""
+    try:
+        return [line for line in dotenv_lines(path) if line.strip()]
+    except SecretsError:
+        return []  # not dotenv: it differs
 
 
 def edit(root: Path, _: Path, encrypted: Path, __: str) -> str:
