@@ -4,17 +4,32 @@ README's own commands. The image side is in test_container.py."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from .conftest import APP, AgeKey, answers, commit_all, new_age_key, new_monorepo, require_tool, run, tool_env
+from .conftest import (
+    APP,
+    AgeKey,
+    answers,
+    commit_all,
+    files_of,
+    new_age_key,
+    new_monorepo,
+    render,
+    require_tool,
+    run,
+    tool_env,
+)
 
 SETTINGS = 'API_KEY=sk-123\nENDPOINT_SECRET="with space # and hash"\n'
 LEAK = "S3CRET-do-not-print"  # a value that no message may ever show
@@ -660,3 +675,100 @@ def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: A
     refused = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=age_key.private)
     assert refused.returncode == 1
     assert "exists and differs" in refused.stderr
+
+
+# ---- scripts/rotate_key.py ------------------------------------------------------------------
+
+
+def rotation_repo(tmp_path: Path, age_key: AgeKey) -> Path:
+    """Two apps, one of them with one env file per environment, every env file holding settings."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    render(repo, {"app_name": "second_app", "environments": ["dev", "qa"], "per_environment_env_files": True})
+    commit_all(repo, "Add second_app")
+    (repo / APP / DEPLOY).write_text(f"API_KEY={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    (repo / "second_app" / ".env.dev").write_text("API_KEY=dev-key\n")
+    secrets(repo, "encrypt", "second_app", "dev")  # .env.qa.enc stays empty
+    commit_all(repo, "Settings")
+    return repo
+
+
+ROTATED = [".sops.yaml", ".sdk-deploy.yml", "APPS.md", f"{APP}/.copier-answers.yml", "second_app/.copier-answers.yml"]
+
+
+@pytest.mark.slow
+def test_rotate_key_moves_every_app_in_one_go(tmp_path: Path, age_key: AgeKey) -> None:
+    repo = rotation_repo(tmp_path, age_key)
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{age_key.private}\n")
+    result = run("python3", "scripts/rotate_key.py", cwd=repo, SOPS_AGE_KEY_FILE=str(key_file))
+    assert age_key.private not in result.stdout + result.stderr
+    [new_public] = re.findall(r"rotated to (age1\w{58})", result.stdout)
+    new_private = key_file.read_text().splitlines()[-1]
+    assert new_private.startswith("AGE-SECRET-KEY-1")
+    assert new_private not in result.stdout
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for name in ROTATED:
+        text = (repo / name).read_text()
+        assert age_key.public not in text, name
+        assert new_public in text, name
+    assert recipients(repo / APP / ".env.enc") == {new_public}
+    assert recipients(repo / "second_app" / ".env.dev.enc") == {new_public}
+    assert (repo / "second_app" / ".env.qa.enc").read_text() == ""
+    only_new = {"SOPS_AGE_KEY": new_private, "SOPS_AGE_KEY_FILE": ""}
+    assert sops_dotenv("--decrypt", repo / APP / ".env.enc", **only_new) == f"API_KEY={LEAK}\n"
+    old = run(require_tool("sops"), "--decrypt", "--input-type", "dotenv", "--output-type", "dotenv",
+              repo / APP / ".env.enc", check=False, SOPS_AGE_KEY=age_key.private, SOPS_AGE_KEY_FILE="")  # fmt: skip
+    assert old.returncode != 0, "the old key opens none of the new files"
+    commit_all(repo, "Rotate")
+    assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
+    # A new app takes the new key from .sdk-deploy.yml as its default.
+    render(repo, {"app_name": "third_app"})
+    assert f"age_public_key: {new_public}" in (repo / "third_app" / ".copier-answers.yml").read_text()
+
+
+@pytest.mark.slow
+def test_rotate_key_changes_nothing_when_one_file_cannot_be_moved(tmp_path: Path, age_key: AgeKey) -> None:
+    """All or nothing: an env file the current key cannot open stops the rotation before any write."""
+    repo = rotation_repo(tmp_path, age_key)
+    (repo / "second_app" / ".env.qa.enc").write_text(encrypted_for(repo, new_age_key()))  # someone else's key
+    before = files_of(repo)
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{age_key.private}\n")
+    result = run("python3", "scripts/rotate_key.py", cwd=repo, check=False, SOPS_AGE_KEY_FILE=str(key_file))
+    assert result.returncode == 1
+    assert "second_app/.env.qa.enc" in result.stderr
+    assert "the repository is unchanged" in result.stderr
+    assert files_of(repo) == before
+    assert key_file.read_text() == f"{age_key.private}\n", "no new key was saved either"
+
+
+def test_rotate_key_puts_back_what_it_wrote_when_a_write_fails(
+    tmp_path: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted half way through writing (the third file fails): every file gets its old text back."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    render(repo, {"app_name": "second_app"})
+    commit_all(repo, "Add second_app")
+    before = files_of(repo)
+    monkeypatch.chdir(repo)
+    monkeypatch.syspath_prepend(str(repo / "scripts"))
+    for name in ("rotate_key", "env_secrets"):
+        sys.modules.pop(name, None)
+    rotate_key = importlib.import_module("rotate_key")
+    env_secrets = importlib.import_module("env_secrets")
+    real_replace, calls = os.replace, []
+
+    def failing_replace(source: str, target: str) -> None:
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(env_secrets.os, "replace", failing_replace)
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "keys.txt"))
+    assert rotate_key.main([]) == 1
+    assert len(calls) == 3
+    assert files_of(repo) == before
+    for name in ("rotate_key", "env_secrets"):
+        sys.modules.pop(name, None)

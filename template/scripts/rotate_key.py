@@ -115,13 +115,15 @@ def new_key_pair() -> tuple[str, str]:
 
 
 def save_private_key(public: str, private: str) -> Path:
-    """Append the key pair to sops' key file (mode 600), where sops and the scripts find it."""
+    """Append the key pair to sops' key file (mode 600), where sops and the scripts find it; returns the file."""
     configured = os.environ.get("SOPS_AGE_KEY_FILE")
     key_file = Path(configured) if configured else default_key_file()
     if key_file is None:
         raise SecretsError("no key file: set SOPS_AGE_KEY_FILE to the file that should hold the new private key")
     key_file.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(descriptor, 0o600)  # private keys: readable by you alone, also in a file that existed
     with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as stream:
         stream.write(f"# public key: {public}\n{private}\n")
     return key_file
