@@ -177,7 +177,7 @@ def test_missing_env_file(repo: Path) -> None:
     run("git", "rm", "-q", f"{APP}/.env.enc", cwd=repo)
     commit_all(repo)
     doctor(repo).finds(
-        f"{APP}/.env.enc", "is missing: the deploy action refuses", f"python scripts/env_secrets.py encrypt {APP}"
+        f"{APP}/.env.enc", "is missing: the deploy action refuses", f"uv run scripts/env_secrets.py encrypt {APP}"
     )
 
 
@@ -197,7 +197,7 @@ def test_module_name_the_action_refuses(repo: Path) -> None:
     )
 
 
-UPDATE = f"copier update -a {APP}/.copier-answers.yml --data"
+UPDATE = f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data"
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ def test_zero_min_replicas_as_earlier_releases_allowed(repo: Path) -> None:
     found = result.finds(
         f"{APP}/.copier-answers.yml",
         "min_replicas is 0",
-        f"copier update -a {APP}/.copier-answers.yml --data min_replicas=1",
+        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data min_replicas=1",
     )
     assert "Azure refuses a maximum of 0" in found
     assert len(result.problems) == 1, result.output  # the workflows agree with the answers: said once
@@ -315,7 +315,7 @@ def test_deploy_to_an_environment_the_app_does_not_have(repo: Path) -> None:
     doctor(repo).finds(
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         f"deploys {APP} to 'staging', not one of its environments (dev, prod)",
-        f"add the environment: copier update -a {APP}/.copier-answers.yml --data 'environments=[dev, prod, staging]'",
+        f"add the environment: {UPDATE} 'environments=[dev, prod, staging]'",
     )
 
 
@@ -346,7 +346,7 @@ def test_action_not_at_the_pinned_commit(repo: Path) -> None:
     doctor(repo).finds(
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         f"uses Unique-AG/sdk-deploy-action@v3, not the template's pinned Unique-AG/sdk-deploy-action@{sha}",
-        f"copier update -a {APP}/.copier-answers.yml",
+        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml",
     )
 
 
@@ -387,7 +387,7 @@ def test_branch_guard_removed(repo: Path) -> None:
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         "deploys 'prod' from any branch, but the answers keep the default-branch guard",
         f"restore the guard (git log -p -- {WORKFLOWS}/{APP}.prod.deploy.yaml), or allow it: "
-        f"copier update -a {APP}/.copier-answers.yml --data 'any_branch_environments=[{', '.join(allowed)}]'",
+        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data 'any_branch_environments=[{', '.join(allowed)}]'",
     )
 
 
@@ -471,7 +471,9 @@ def test_env_file_in_clear_text(repo: Path) -> None:
     (repo / APP / ".env.enc").write_text("API_KEY=sk-123\n")
     commit_all(repo)
     doctor(repo).finds(
-        f"{APP}/.env.enc", "API_KEY is in clear text", f"encrypt it again: put the settings in {APP}/.env, then: python"
+        f"{APP}/.env.enc",
+        "API_KEY is in clear text",
+        f"encrypt it again: put the settings in {APP}/.env.deploy, then: uv run",
     )
 
 
@@ -517,7 +519,7 @@ def test_two_apps_on_one_port(repo: Path) -> None:
     doctor(repo).finds(
         f"{SECOND}/",
         f"uses local port {first}, like {APP}",
-        f"copier update -a {SECOND}/.copier-answers.yml --data local_port=5",
+        f"uvx copier@latest update --defaults -a {SECOND}/.copier-answers.yml --data local_port=5",
     )
 
 
@@ -734,28 +736,13 @@ def test_doctor_reads_yaml_as_github_does_anchors_included(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_scripts_are_typed_and_lint_clean(pristine: Path, tmp_path: Path) -> None:
+    """Every script, as rendered, under the same checks as the monorepo's CI (apps.ci.yaml)."""
     scripts = pristine / "scripts"
-    run(
-        sys.executable,
-        "-m",
-        "mypy",
-        "--strict",
-        "--cache-dir",
-        tmp_path / "mypy",
-        "doctor.py",
-        cwd=scripts,
-    )
-    run(
-        require_tool("ruff"),
-        "check",
-        "--select",
-        "E,F,W,I,B,UP,SIM",
-        "--line-length",
-        "120",
-        "doctor.py",
-        cwd=scripts,
-    )
-    run(require_tool("ruff"), "format", "--check", "--line-length", "120", "doctor.py", cwd=scripts)
+    names = sorted(path.name for path in scripts.glob("*.py"))
+    run(sys.executable, "-m", "mypy", "--strict", "--cache-dir", tmp_path / "mypy", *names, cwd=scripts)
+    lint = ["check", "--select", "E,F,W,I,B,UP,SIM", "--line-length", "120"]
+    run(require_tool("ruff"), *lint, *names, cwd=scripts)
+    run(require_tool("ruff"), "format", "--check", "--line-length", "120", *names, cwd=scripts)
 
 
 # ---- a monorepo made by hand, with one app adopted ----------------------------------------------

