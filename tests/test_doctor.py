@@ -523,6 +523,19 @@ def test_two_apps_on_one_port(repo: Path) -> None:
     )
 
 
+def test_one_clash_gets_one_port(repo: Path) -> None:
+    """A compose file moved by hand onto another app's port: one line, one free port to move to."""
+    first, second = local_port(repo, APP), local_port(repo, SECOND)
+    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    commit_all(repo)
+    result = doctor(repo)
+    [line] = [problem for problem in result.problems if problem.startswith(f"{SECOND}/")]
+    suggested = set(re.findall(r"\b5\d{3}\b", line.split(" -> fix: ")[1]))
+    assert len(suggested) == 1, line
+    assert suggested.isdisjoint({first, second}), line
+    assert len(result.problems) == 1, result.output
+
+
 def test_compose_port_that_is_not_the_answer(repo: Path) -> None:
     port = local_port(repo, APP)
     edit(repo / APP / "docker-compose.yaml", f'"{port}:8080"', '"5999:8080"')
