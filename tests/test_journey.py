@@ -58,7 +58,7 @@ class Machine:
             "GIT_COMMITTER_EMAIL": "dev@example.com",
             "LANG": "C.UTF-8",
             # This machine reaches PyPI through a proxy whose CA is only in the system bundle.
-            **{k: v for k, v in os.environ.items() if k in ("SSL_CERT_FILE", "SSL_CERT_DIR")},
+            **{k: v for k, v in os.environ.items() if k in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")},
         }
 
     def run(self, command: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -152,7 +152,7 @@ def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
     update = command_for(sh_blocks(apps_md, "## Keeping up to date"), "uv run scripts/update_apps.py")
     machine.run(update, repo)
     log = machine.run("git log --format=%s -2", repo).stdout.splitlines()
-    assert log == [f"Update {SECOND} from sdk-deploy-template v2.0.0", f"Update {FIRST} from sdk-deploy-template v2.0.0"]
+    assert log == [f"Update {app} from sdk-deploy-template v2.0.0" for app in (SECOND, FIRST)]
     assert 'first-day="yes"' in (repo / "Dockerfile").read_text()
 
     # Key rotation in one command (APPS.md, "Rotating the age key").
