@@ -164,5 +164,6 @@ def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
         assert new_public in (repo / name).read_text(), name
     machine.run("git add -A && git commit -qm 'Rotate the age key'", repo)
     assert "doctor: OK" in machine.run(checks[0], repo).stdout
+    (repo / FIRST / ".env.deploy").unlink()
     machine.run(f"{script} decrypt {FIRST}", repo)  # the new key, from the same key file
     assert "ADDED=yes" in (repo / FIRST / ".env.deploy").read_text()
