@@ -387,7 +387,7 @@ def test_branch_guard_removed(repo: Path) -> None:
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         "deploys 'prod' from any branch, but the answers keep the default-branch guard",
         f"restore the guard (git log -p -- {WORKFLOWS}/{APP}.prod.deploy.yaml), or allow it: "
-        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data 'any_branch_environments=[{', '.join(allowed)}]'",
+        f"{UPDATE} 'any_branch_environments=[{', '.join(allowed)}]'",
     )
 
 

@@ -19,8 +19,6 @@ from tools.template_repo import TemplateRepo, init_repository
 
 from .conftest import TEMPLATE, bare_machine_path
 
-pytestmark = pytest.mark.slow
-
 FIRST, SECOND = "joke_of_the_day", "second_app"
 LEAK = "S3CRET-first-day"  # a deployed secret: never in a message, never in git, never in the local .env
 
@@ -76,6 +74,16 @@ def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("uv-cache")
 
 
+def test_the_readme_and_apps_md_show_the_same_key_pair_command(monorepo: Path) -> None:
+    """The root README (not rendered) repeats extensions/commands.jinja's age_keygen: they must agree."""
+    readme = (TEMPLATE / "README.md").read_text()
+    [from_readme] = sh_blocks(readme, "Make the key pair first")[:1]
+    [from_apps_md] = sh_blocks((monorepo / "APPS.md").read_text(), "## One-time setup")[:1]
+    assert from_readme == from_apps_md
+    assert "age-keygen" not in from_readme, "age is not on a bare machine"
+
+
+@pytest.mark.slow
 def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
     editor = tmp_path / "editor"  # what a person does in $EDITOR: fill in the one secret they have
     editor.write_text(
