@@ -171,6 +171,23 @@ def spawn() -> Iterator[Any]:
                 os.killpg(process.pid, 9)
 
 
+# What a bare machine lacks: the tools that must arrive on demand from PyPI (through uv).
+NOT_ON_A_BARE_MACHINE = ("sops", "age", "age-keygen", "copier", "poetry", "pre-commit", "pipx", "uv", "uvx")
+SYSTEM_PATH = "/usr/bin:/bin"  # stock Debian/Ubuntu: git, python3, a shell and coreutils
+
+
+def bare_machine_path(folder: Path, *tools: str) -> str:
+    """PATH of a stock Debian/Ubuntu machine with git and python3, plus `tools` from this venv (e.g. uv, uvx)."""
+    present = [name for name in NOT_ON_A_BARE_MACHINE if shutil.which(name, path=SYSTEM_PATH)]
+    if present:
+        pytest.skip(f"{SYSTEM_PATH} holds {', '.join(present)}: not a bare machine")
+    folder.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        if not (folder / tool).exists():
+            (folder / tool).symlink_to(require_tool(tool))
+    return f"{folder}{os.pathsep}{SYSTEM_PATH}"
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
     assert path, f"{name} is not installed: run ./scripts/test (it installs the dev dependencies)"

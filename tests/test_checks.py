@@ -47,4 +47,4 @@ def test_a_missing_app_or_poetry_is_explained(tmp_path: Path, age_key: AgeKey) -
         "/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "python3", "scripts/check_app.py", APP, cwd=repo, check=False
     )
     assert result.returncode == 2
-    assert "Poetry is not installed" in result.stderr
+    assert "Poetry is not installed, nor uv or pipx to fetch it" in result.stderr

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,7 +203,7 @@ def test_missing_env_file(repo: Path) -> None:
     run("git", "rm", "-q", f"{APP}/.env.enc", cwd=repo)
     commit_all(repo)
     doctor(repo).finds(
-        f"{APP}/.env.enc", "is missing: the deploy action refuses", f"python scripts/env_secrets.py encrypt {APP}"
+        f"{APP}/.env.enc", "is missing: the deploy action refuses", f"uv run scripts/env_secrets.py encrypt {APP}"
     )
 
 
@@ -222,7 +223,7 @@ def test_module_name_the_action_refuses(repo: Path) -> None:
     )
 
 
-UPDATE = f"copier update -a {APP}/.copier-answers.yml --data"
+UPDATE = f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data"
 
 
 @pytest.mark.parametrize(
@@ -278,7 +279,7 @@ def test_zero_min_replicas_as_earlier_releases_allowed(repo: Path) -> None:
     found = result.finds(
         f"{APP}/.copier-answers.yml",
         "min_replicas is 0",
-        f"copier update -a {APP}/.copier-answers.yml --data min_replicas=1",
+        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml --data min_replicas=1",
     )
     assert "Azure refuses a maximum of 0" in found
     assert len(result.problems) == 1, result.output  # the workflows agree with the answers: said once
@@ -340,7 +341,7 @@ def test_deploy_to_an_environment_the_app_does_not_have(repo: Path) -> None:
     doctor(repo).finds(
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         f"deploys {APP} to 'staging', not one of its environments (dev, prod)",
-        f"add the environment: copier update -a {APP}/.copier-answers.yml --data 'environments=[dev, prod, staging]'",
+        f"add the environment: {UPDATE} 'environments=[dev, prod, staging]'",
     )
 
 
@@ -371,7 +372,7 @@ def test_action_not_at_the_pinned_commit(repo: Path) -> None:
     doctor(repo).finds(
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         f"uses Unique-AG/sdk-deploy-action@v3, not the template's pinned Unique-AG/sdk-deploy-action@{sha}",
-        f"copier update -a {APP}/.copier-answers.yml",
+        f"uvx copier@latest update --defaults -a {APP}/.copier-answers.yml",
     )
 
 
@@ -412,7 +413,7 @@ def test_branch_guard_removed(repo: Path) -> None:
         f"{WORKFLOWS}/{APP}.prod.deploy.yaml (job deploy)",
         "deploys 'prod' from any branch, but the answers keep the default-branch guard",
         f"restore the guard (git log -p -- {WORKFLOWS}/{APP}.prod.deploy.yaml), or allow it: "
-        f"copier update -a {APP}/.copier-answers.yml --data 'any_branch_environments=[{', '.join(allowed)}]'",
+        f"{UPDATE} 'any_branch_environments=[{', '.join(allowed)}]'",
     )
 
 
@@ -479,7 +480,7 @@ def test_hand_made_app_is_listed_with_how_to_adopt_it(repo: Path) -> None:
     ("text", "what"),
     [
         ("<<<<<<< before updating\n", "merge-conflict markers on lines"),
-        ("x-defaults: &defaults\n", "cannot be read: line"),
+        ("x-list: [unclosed\n", "cannot be read: "),  # anchors are valid: test_doctor_reads_yaml_as_github_does
     ],
 )
 def test_workflow_that_cannot_be_read(repo: Path, text: str, what: str) -> None:
@@ -496,7 +497,9 @@ def test_env_file_in_clear_text(repo: Path) -> None:
     (repo / APP / ".env.enc").write_text("API_KEY=sk-123\n")
     commit_all(repo)
     doctor(repo).finds(
-        f"{APP}/.env.enc", "API_KEY is in clear text", f"encrypt it again: put the settings in {APP}/.env, then: python"
+        f"{APP}/.env.enc",
+        "API_KEY is in clear text",
+        f"encrypt it again: put the settings in {APP}/.env.deploy, then: uv run",
     )
 
 
@@ -581,8 +584,21 @@ def test_two_apps_on_one_port(repo: Path) -> None:
     doctor(repo).finds(
         f"{SECOND}/",
         f"uses local port {first}, like {APP}",
-        f"copier update -a {SECOND}/.copier-answers.yml --data local_port=5",
+        f"uvx copier@latest update --defaults -a {SECOND}/.copier-answers.yml --data local_port=5",
     )
+
+
+def test_one_clash_gets_one_port(repo: Path) -> None:
+    """A compose file moved by hand onto another app's port: one line, one free port to move to."""
+    first, second = local_port(repo, APP), local_port(repo, SECOND)
+    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    commit_all(repo)
+    result = doctor(repo)
+    [line] = [problem for problem in result.problems if problem.startswith(f"{SECOND}/")]
+    suggested = set(re.findall(r"\b5\d{3}\b", line.split(" -> fix: ")[1]))
+    assert len(suggested) == 1, line
+    assert suggested.isdisjoint({first, second}), line
+    assert len(result.problems) == 1, result.output
 
 
 def test_compose_port_that_is_not_the_answer(repo: Path) -> None:
@@ -596,13 +612,23 @@ def test_compose_port_that_is_not_the_answer(repo: Path) -> None:
     )
 
 
-def test_compose_file_it_cannot_read_is_noted_not_failed(repo: Path) -> None:
+def test_compose_file_with_anchors_is_read(repo: Path) -> None:
+    """Compose files use anchors (x-common: &common); doctor reads them and still checks their ports."""
     compose = repo / APP / "docker-compose.yaml"
     compose.write_text("x-common: &common\n  restart: 'no'\n" + compose.read_text())  # valid for Docker Compose
     commit_all(repo)
     result = doctor(repo)
     assert result.code == 0, result.output
-    assert f"note: {APP}/docker-compose.yaml not checked: line 1: " in result.output
+    assert "not checked" not in result.output
+
+
+def test_compose_file_it_cannot_read_is_noted_not_failed(repo: Path) -> None:
+    compose = repo / APP / "docker-compose.yaml"
+    compose.write_text("x-list: [unclosed\n" + compose.read_text())
+    commit_all(repo)
+    result = doctor(repo)
+    assert result.code == 0, result.output
+    assert f"note: {APP}/docker-compose.yaml not checked: " in result.output
 
 
 @functools.cache
@@ -663,7 +689,7 @@ def doctor_module(pristine: Path) -> Iterator[ModuleType]:
         yield importlib.import_module("doctor")
     finally:
         sys.path.remove(str(pristine / "scripts"))
-        for name in ("doctor", "check_secrets", "mini_yaml"):
+        for name in ("doctor", "check_secrets", "env_secrets"):
             sys.modules.pop(name, None)
 
 
@@ -742,45 +768,59 @@ def test_replica_rule(doctor_module: ModuleType, minimum: str, maximum: str, acc
     assert (doctor_module.replica_errors(minimum, maximum) == []) is accepted
 
 
-def test_scripts_use_only_the_standard_library(pristine: Path) -> None:
-    allowed = set(sys.stdlib_module_names) | {"__future__", "check_secrets", "env_secrets", "mini_yaml"}
-    for name in sorted(path.name for path in (pristine / "scripts").glob("*.py")):
-        tree = ast.parse((pristine / "scripts" / name).read_text())
+# PyPI distribution of each module the scripts may import beyond the standard library and their siblings.
+DISTRIBUTIONS = {"yaml": "pyyaml", "pyrage": "pyrage"}
+
+
+def script_dependencies(text: str) -> list[str]:
+    """The PEP 723 `dependencies` of a script (what `uv run` installs for it)."""
+    block = re.search(r"^# /// script\n((?:#.*\n)*?)# ///$", text, re.MULTILINE)
+    if block is None:
+        return []
+    toml = "".join(line[2:] if line.startswith("# ") else line[1:] for line in block[1].splitlines(keepends=True))
+    return list(tomllib.loads(toml).get("dependencies", []))
+
+
+def test_each_script_declares_what_it_imports(pristine: Path) -> None:
+    """`uv run scripts/x.py` on a bare machine installs every third-party module a script imports."""
+    siblings = {path.stem for path in (pristine / "scripts").glob("*.py")}
+    for path in sorted((pristine / "scripts").glob("*.py")):
+        tree = ast.parse(path.read_text())
         imported = {
             alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
         }
         imported |= {
             node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
         }
-        assert imported <= allowed, (name, imported - allowed)
+        third_party = imported - set(sys.stdlib_module_names) - siblings - {"__future__"}
+        declared = {re.split(r"[<>=!~ ]", dep)[0].lower() for dep in script_dependencies(path.read_text())}
+        needed = {DISTRIBUTIONS.get(name, name) for name in third_party}
+        assert needed <= declared, (path.name, needed - declared)
+
+
+def test_doctor_reads_yaml_as_github_does_anchors_included(repo: Path) -> None:
+    """GitHub Actions accepts YAML anchors and aliases; doctor reads them (its old reader refused them)."""
+    path = repo / WORKFLOWS / f"{APP}.prod.deploy.yaml"
+    edit(path, "    runs-on: ubuntu-latest\n", "    runs-on: &runner ubuntu-latest\n")
+    path.write_text(path.read_text() + "  extra:\n    runs-on: *runner\n    steps:\n      - run: echo ok\n")
+    assert yaml.safe_load(path.read_text())["jobs"]["extra"]["runs-on"] == "ubuntu-latest"  # valid YAML
+    commit_all(repo)
+    result = doctor(repo)
+    assert result.code == 0, result.output
+    edit(path, "runs-on: *runner", "runs-on: *missing")  # an alias without its anchor: invalid YAML
+    commit_all(repo)
+    doctor(repo).finds(f"{WORKFLOWS}/{APP}.prod.deploy.yaml", "cannot be read", "correct the YAML there")
 
 
 @pytest.mark.slow
 def test_scripts_are_typed_and_lint_clean(pristine: Path, tmp_path: Path) -> None:
+    """Every script, as rendered, under the same checks as the monorepo's CI (apps.ci.yaml)."""
     scripts = pristine / "scripts"
-    run(
-        sys.executable,
-        "-m",
-        "mypy",
-        "--strict",
-        "--cache-dir",
-        tmp_path / "mypy",
-        "doctor.py",
-        "mini_yaml.py",
-        cwd=scripts,
-    )
-    run(
-        require_tool("ruff"),
-        "check",
-        "--select",
-        "E,F,W,I,B,UP,SIM",
-        "--line-length",
-        "120",
-        "doctor.py",
-        "mini_yaml.py",
-        cwd=scripts,
-    )
-    run(require_tool("ruff"), "format", "--check", "--line-length", "120", "doctor.py", "mini_yaml.py", cwd=scripts)
+    names = sorted(path.name for path in scripts.glob("*.py"))
+    run(sys.executable, "-m", "mypy", "--strict", "--cache-dir", tmp_path / "mypy", *names, cwd=scripts)
+    lint = ["check", "--select", "E,F,W,I,B,UP,SIM", "--line-length", "120"]
+    run(require_tool("ruff"), *lint, *names, cwd=scripts)
+    run(require_tool("ruff"), "format", "--check", "--line-length", "120", *names, cwd=scripts)
 
 
 # ---- a monorepo made by hand, with one app adopted ----------------------------------------------

@@ -210,13 +210,13 @@ def test_every_question_has_help() -> None:
     assert public <= asked, "answer keys are public interface: never rename or remove them"
 
 
-def test_help_texts_show_real_values(tmp_path: Path, age_key: AgeKey) -> None:
+def help_messages(tmp_path: Path, data: dict[str, Any]) -> dict[str, str]:
     """What the interactive prompt prints for each question, rendered by copier itself."""
     from copier._main import Worker
     from copier._user_data import Question
 
     with Worker(
-        src_path=str(TEMPLATE), dst_path=tmp_path, vcs_ref="HEAD", data=answers(age_key), defaults=True, unsafe=False
+        src_path=str(TEMPLATE), dst_path=tmp_path, vcs_ref="HEAD", data=data, defaults=True, unsafe=False
     ) as worker:
         worker._ask()
         messages = {
@@ -231,6 +231,25 @@ def test_help_texts_show_real_values(tmp_path: Path, age_key: AgeKey) -> None:
             for name, details in worker.template.questions_data.items()
             if details.get("when") is not False
         }
+    return messages
+
+
+# copier prints each help before its prompt, after a 2-cell emoji and a space; a line longer than
+# the terminal is cut there, not wrapped.
+PROMPT_WIDTH = 80 - 3
+
+
+@pytest.mark.parametrize("app", [APP, LONG_APP])
+def test_help_lines_show_whole_at_an_80_column_prompt(tmp_path: Path, age_key: AgeKey, app: str) -> None:
+    """Every line of every question's help, as copier renders it (with the app name in it)."""
+    data = answers(age_key, app_name=app, environments=["x"])  # the longest name Azure allows with one env
+    for question, message in help_messages(tmp_path, data).items():
+        for line in message.splitlines():
+            assert len(line.rstrip()) <= PROMPT_WIDTH, f"{question}: cut at 80 columns: {line!r}"
+
+
+def test_help_texts_show_real_values(tmp_path: Path, age_key: AgeKey) -> None:
+    messages = help_messages(tmp_path, answers(age_key))
     for name, message in messages.items():
         assert not re.search(r"\(now\s*\)|e\.g\.\s*[),.]|\{\{|\{%", message), f"{name}: {message!r}"
     versions = pins.versions()

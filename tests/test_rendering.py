@@ -109,7 +109,7 @@ def test_app_files_are_rendered_with_its_names(monorepo: Path) -> None:
     leftovers = [str(p) for p in monorepo.rglob("*") if "{{" in p.name or "{%" in p.name or p.suffix == ".jinja"]
     assert leftovers == []
     assert "joke_of_the_day:app" in (app / "README.md").read_text()
-    assert f"copier copy {TEMPLATE} ." in (monorepo / "APPS.md").read_text()  # the template's real source
+    assert f"uvx copier@latest copy {TEMPLATE} ." in (monorepo / "APPS.md").read_text()  # the real source
 
 
 def test_pyproject_passes_the_deploy_actions_checks(monorepo: Path) -> None:
@@ -182,8 +182,10 @@ def test_message_after_copy_is_filled_in(tmp_path: Path, age_key: AgeKey, capsys
     copier.run_copy(str(TEMPLATE), tmp_path, data=answers(age_key), defaults=True, unsafe=False, vcs_ref="HEAD")
     captured = capsys.readouterr()
     message = captured.out + captured.err
-    assert "python scripts/env_secrets.py encrypt joke_of_the_day" in message
-    assert "python scripts/doctor.py" in message
+    assert "uv run scripts/env_secrets.py encrypt joke_of_the_day" in message
+    assert "uv run scripts/env_secrets.py local joke_of_the_day" in message
+    assert "uv run scripts/doctor.py" in message
+    assert "python scripts/" not in message, "stock Debian and Ubuntu have no `python`"
     assert "joke_of_the_day.dev.deploy.yaml" in message
     assert "FQDN" in message
     assert "joke-of-the-day-dev" in message
@@ -213,9 +215,10 @@ def test_apps_md_add_an_app_command_adds_an_app(tmp_path: Path, age_key: AgeKey)
     repo = new_monorepo(tmp_path / "repo", answers(age_key))
     guide = (repo / "APPS.md").read_text()
     section = guide[guide.index("## Add an app") :].split("\n## ")[0]
-    [command] = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("copier copy ")]
-    assert command == f"copier copy {TEMPLATE} ."
-    result = run("bash", "-c", f"{VENV_BIN}/{command} --vcs-ref HEAD --defaults --data app_name=second_app", cwd=repo)
+    [command] = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("uvx copier")]
+    assert command == f"uvx copier@latest copy {TEMPLATE} ."  # copier from PyPI (tests/test_journey.py runs it)
+    command = command.replace("uvx copier@latest", str(VENV_BIN / "copier"))  # the pinned copier, offline
+    result = run("bash", "-c", f"{command} --vcs-ref HEAD --defaults --data app_name=second_app", cwd=repo)
     assert (repo / "second_app/.copier-answers.yml").is_file(), result.stdout + result.stderr
     assert (repo / ".github/workflows/second_app.prod.deploy.yaml").is_file()
 

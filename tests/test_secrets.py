@@ -4,19 +4,36 @@ README's own commands. The image side is in test_container.py."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import io
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from .conftest import APP, AgeKey, answers, commit_all, new_age_key, new_monorepo, require_tool, run, tool_env
+from .conftest import (
+    APP,
+    AgeKey,
+    answers,
+    commit_all,
+    files_of,
+    new_age_key,
+    new_monorepo,
+    render,
+    require_tool,
+    run,
+    tool_env,
+)
 
 SETTINGS = 'API_KEY=sk-123\nENDPOINT_SECRET="with space # and hash"\n'
 LEAK = "S3CRET-do-not-print"  # a value that no message may ever show
+DEPLOY = ".env.deploy"  # the deployed settings, plain (local runs read .env)
 
 
 @pytest.fixture
@@ -83,8 +100,8 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     data = answers(age_key, per_environment_env_files=per_environment, environments=["dev", "prod"])
     repo = new_monorepo(tmp_path / "repo", data)
     readme = repo / "APPS.md"
-    assert "`pre-commit install` once per clone" in readme.read_text()
-    run(require_tool("pre-commit"), "install", cwd=repo)
+    [install] = re.findall(r"`(\S+ pre-commit install)` once per clone", readme.read_text())
+    run("bash", "-c", install, cwd=repo)  # uvx pre-commit install: pre-commit from PyPI, on demand
     editor = tmp_path / "fill-one-key"  # what a person does in $EDITOR: fill in the one key they have
     editor.write_text(
         f"#!/usr/bin/env python3\nimport pathlib, sys\np = pathlib.Path(sys.argv[1])\n"
@@ -97,6 +114,7 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
     for step in steps:
         command = step.replace("<app>", APP).replace(" [<env>]", f" {env}" * bool(env))
         command = command.replace("[.<env>]", f".{env}" * bool(env))
+        command = command.replace(f"{APP}/.env.deploy", f"{APP}/.env.{env}" if env else f"{APP}/.env.deploy")
         result = run("bash", "-c", command, cwd=repo, check=False, EDITOR=str(editor))
         assert result.returncode == 0, f"{step}\n{result.stdout}\n{result.stderr}"
     assert "no secrets in clear text" in result.stdout + result.stderr, "the commit ran the pre-commit hook"
@@ -114,18 +132,18 @@ def test_readme_secret_steps_work_as_written(tmp_path: Path, age_key: AgeKey, pe
 
 def test_new_encrypt_decrypt_round_trip(repo: Path, age_key: AgeKey) -> None:
     assert "created" in secrets(repo, "new", APP).stdout
-    assert (repo / APP / ".env").read_text() == (repo / APP / ".env.example").read_text()
-    (repo / APP / ".env").write_text(SETTINGS)
+    assert (repo / APP / DEPLOY).read_text() == (repo / APP / ".env.example").read_text()
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     encrypted = (repo / APP / ".env.enc").read_text()
     assert "sk-123" not in encrypted
     assert recipients(repo / APP / ".env.enc") == {age_key.public}
     # Encrypted: readable by the image's user when an image is built from the working tree.
     assert (repo / APP / ".env.enc").stat().st_mode & 0o777 == 0o644
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
     secrets(repo, "decrypt", APP, SOPS_AGE_KEY=age_key.private)
-    assert (repo / APP / ".env").read_text() == SETTINGS
-    assert (repo / APP / ".env").stat().st_mode & 0o777 == 0o600
+    assert (repo / APP / DEPLOY).read_text() == SETTINGS
+    assert (repo / APP / DEPLOY).stat().st_mode & 0o777 == 0o600
 
 
 def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
@@ -145,8 +163,9 @@ def test_per_environment_files(per_env_repo: Path, age_key: AgeKey) -> None:
         ("per_env_repo", ["encrypt", APP], "one env file per environment: name one of dev, prod"),
         ("per_env_repo", ["encrypt", APP, "qa"], "has no environment 'qa'"),
         ("repo", ["encrypt", "nope"], "'nope' is not an app of this repository"),
-        ("repo", ["encrypt", APP], f"{APP}/.env not found"),
-        ("repo", ["decrypt", APP], ""),  # empty .env.enc decrypts to an empty .env
+        ("repo", ["encrypt", APP], f"{APP}/.env.deploy not found"),
+        ("repo", ["decrypt", APP], ""),  # empty .env.enc decrypts to an empty .env.deploy
+        ("repo", ["local", APP, "prod"], "local takes no environment"),
         ("repo", ["edit", APP], "is empty (no secrets yet)"),
     ],
 )
@@ -163,7 +182,7 @@ def test_helper_refuses_mistakes_clearly(
 
 
 def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     editor = tmp_path / "editor.sh"  # what a person does in $EDITOR: add a line, save, quit
     editor.write_text('#!/bin/sh\necho "NEW_SETTING=added" >> "$1"\n')
@@ -186,7 +205,7 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
     readme = (repo / "APPS.md").read_text()
     home = tmp_path / "home"
     if config == "HOME":
-        [linux_path] = re.findall(r"age-keygen >> (~/\S+)\)", readme)  # the Linux default
+        [linux_path] = re.findall(r"`(~/\.config/\S+)` on Linux", readme)  # the Linux default
         key_file, env = home / linux_path.removeprefix("~/"), without_sops_keys(home)
     else:
         assert "`$XDG_CONFIG_HOME/sops/age/keys.txt`" in readme
@@ -194,9 +213,9 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
         env = without_sops_keys(home, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     key_file.parent.mkdir(parents=True)
     key_file.write_text(f"# public key: {age_key.public}\n{age_key.private}\n")  # as age-keygen writes it
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
 
     def helper(*args: str) -> subprocess.CompletedProcess[str]:
         command = ["python3", "scripts/env_secrets.py", *args]
@@ -204,7 +223,7 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
 
     decrypted = helper("decrypt", APP)
     assert decrypted.returncode == 0, decrypted.stderr
-    assert (repo / APP / ".env").read_text() == SETTINGS
+    assert (repo / APP / DEPLOY).read_text() == SETTINGS
     editor = tmp_path / "editor.sh"
     editor.write_text('#!/bin/sh\necho "EDITED=yes" >> "$1"\n')
     editor.chmod(0o755)
@@ -215,9 +234,9 @@ def test_decrypt_and_edit_find_the_key_where_the_readme_puts_it(
 
 
 def test_decrypt_without_a_key_says_where_the_key_goes(repo: Path, tmp_path: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
-    (repo / APP / ".env").unlink()
+    (repo / APP / DEPLOY).unlink()
     env = without_sops_keys(tmp_path / "home")
     result = subprocess.run(
         ["python3", "scripts/env_secrets.py", "decrypt", APP], cwd=repo, env=env, capture_output=True, text=True
@@ -228,11 +247,11 @@ def test_decrypt_without_a_key_says_where_the_key_goes(repo: Path, tmp_path: Pat
     wrong = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=new_age_key().private)
     assert wrong.returncode == 1
     assert "could not decrypt" in wrong.stderr
-    assert not (repo / APP / ".env").exists(), "a failed decrypt must not leave a file"
+    assert not (repo / APP / DEPLOY).exists(), "a failed decrypt must not leave a file"
 
 
 def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     before = (repo / APP / ".env.enc").read_text()
     (repo / ".sops.yaml").write_text("creation_rules:\n  - path_regex: nothing-matches$\n    age: age1x\n")
@@ -240,7 +259,122 @@ def test_failed_encrypt_leaves_the_previous_file(repo: Path) -> None:
     assert result.returncode == 1
     assert "could not encrypt" in result.stderr
     assert (repo / APP / ".env.enc").read_text() == before
-    assert sorted(p.name for p in (repo / APP).glob(".env*")) == [".env", ".env.enc", ".env.example"]
+    assert sorted(p.name for p in (repo / APP).glob(".env*")) == [DEPLOY, ".env.enc", ".env.example"]
+
+
+def test_local_settings_are_apart_from_deployed_ones(repo: Path, age_key: AgeKey) -> None:
+    """Local runs read <app>/.env; the deployed settings come from .env.deploy and never touch it."""
+    assert "local runs" in secrets(repo, "local", APP).stdout
+    assert (repo / APP / ".env").read_text() == (repo / APP / ".env.example").read_text()
+    local = (repo / APP / ".env").read_text()
+    secrets(repo, "new", APP)
+    (repo / APP / DEPLOY).write_text(f"API_KEY=sk-123\nENDPOINT_SECRET={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    assert (repo / APP / ".env").read_text() == local, "encrypting the deployed settings leaves .env alone"
+    assert LEAK in sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    again = secrets(repo, "local", APP, check=False)
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    # Only a local .env (the old layout): encrypt says how to move it rather than encrypting it.
+    (repo / APP / DEPLOY).unlink()
+    moved = secrets(repo, "encrypt", APP, check=False)
+    assert moved.returncode == 1
+    assert f"mv {APP}/.env {APP}/{DEPLOY}" in moved.stderr
+
+
+def test_dotenv_forms_are_read_as_sops_and_the_app_read_them(repo: Path, age_key: AgeKey) -> None:
+    """A byte-order mark, `export NAME=` and spaces around `=` become NAME=value; the guard accepts the result."""
+    text = "\ufeffexport A=1\r\nB = two words\r\n# a comment\r\nC=\r\n"
+    (repo / APP / DEPLOY).write_bytes(text.encode())
+    secrets(repo, "encrypt", APP)
+    encrypted = (repo / APP / ".env.enc").read_bytes()
+    assert b"\r" not in encrypted, "LF on every OS"
+    assert guard(repo, f"{APP}/.env.enc").returncode == 0
+    plain = sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    assert plain == "A=1\nB=two words\n# a comment\nC=\n"
+
+
+def test_guard_accepts_what_sops_writes_for_export_and_spaces(repo: Path, age_key: AgeKey) -> None:
+    """Plain sops on `export A=1` and `B = 2` writes those names as they are: valid, and read as A and B."""
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings="export A=1\nB = 2\n"))
+    result = guard(repo, f"{APP}/.env.enc")
+    assert result.returncode == 0, result.stderr
+
+
+def test_multi_line_values_are_refused_with_the_way_to_write_them(repo: Path, age_key: AgeKey) -> None:
+    pem = f"-----BEGIN KEY-----\n{LEAK}\n-----END KEY-----"
+    (repo / APP / DEPLOY).write_text(f'API_KEY=sk-123\nTLS_KEY="{pem}"\n')
+    refused = secrets(repo, "encrypt", APP, check=False)
+    assert refused.returncode == 1
+    assert "lines 3, 4: not NAME=value" in refused.stderr
+    assert "with \\n for each line break" in refused.stderr
+    assert LEAK not in refused.stdout + refused.stderr
+    assert (repo / APP / ".env.enc").read_text() == "", "nothing written"
+    escaped = pem.replace("\n", "\\n")
+    (repo / APP / DEPLOY).write_text(f'API_KEY=sk-123\nTLS_KEY="{escaped}"\n')
+    secrets(repo, "encrypt", APP)
+    # The container reads sops' output with python-dotenv, as the app reads .env locally: a real PEM.
+    from dotenv import dotenv_values
+
+    plain = sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+    assert dotenv_values(stream=io.StringIO(plain))["TLS_KEY"] == pem
+
+
+def test_values_too_long_for_a_container_are_refused(repo: Path, age_key: AgeKey) -> None:
+    """Linux refuses one variable over 128 KiB: env_secrets and the guard refuse it first."""
+    big = "x" * (128 * 1024)
+    (repo / APP / DEPLOY).write_text(f"API_KEY=sk-123\nBIG={big}\n")
+    refused = secrets(repo, "encrypt", APP, check=False)
+    assert refused.returncode == 1
+    assert "BIG (line 2) longer than 128 KiB" in refused.stderr
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings=f"BIG={big}\n"))
+    result = guard(repo, f"{APP}/.env.enc")
+    assert result.returncode == 1
+    assert "BIG is longer than 128 KiB" in result.stderr
+    fits = "x" * (128 * 1024 - len("FITS=") - 1)
+    (repo / APP / ".env.enc").write_text(encrypted_for(repo, age_key, settings=f"FITS={fits}\n"))
+    assert guard(repo, f"{APP}/.env.enc").returncode == 0
+
+
+def test_sops_messages_are_never_shown(repo: Path, age_key: AgeKey) -> None:
+    """sops' own message can quote the file; env_secrets says why in its own words."""
+    (repo / APP / DEPLOY).write_text(f"API_KEY={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    text = (repo / APP / ".env.enc").read_text()
+    (repo / APP / ".env.enc").write_text(text.replace("API_KEY=", "OTHER_NAME=", 1))  # the MAC no longer matches
+    (repo / APP / DEPLOY).unlink()
+    result = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=age_key.private)
+    assert result.returncode == 1
+    assert "sops could not decrypt" in result.stderr
+    assert LEAK not in result.stdout + result.stderr
+    assert "Error" not in result.stderr, "sops' own words are withheld"
+
+
+def test_guard_finds_a_merged_or_crlf_file_without_the_key(repo: Path, age_key: AgeKey) -> None:
+    """What the container could not decrypt, CI finds with no key: two encryptions merged, CRLF."""
+    one = encrypted_for(repo, age_key, settings="API_KEY=a\n")
+    two = encrypted_for(repo, age_key, settings="API_KEY=b\nOTHER=c\n")
+    body = [line for line in two.splitlines(keepends=True) if not line.startswith("sops_")]
+    (repo / APP / ".env.enc").write_text("".join(body) + one)  # "keep both sides" of a conflict
+    merged = guard(repo, f"{APP}/.env.enc")
+    assert merged.returncode == 1
+    assert "API_KEY twice: two encryptions merged" in merged.stderr
+    (repo / APP / ".env.enc").write_bytes(one.replace("\n", "\r\n").encode())
+    crlf = guard(repo, f"{APP}/.env.enc")
+    assert crlf.returncode == 1
+    assert "line 1: CRLF line ends" in crlf.stderr
+
+
+def test_git_keeps_enc_files_lf_and_never_merges_them(repo: Path, age_key: AgeKey) -> None:
+    """.gitattributes: a CRLF .enc file is committed LF; a conflicting change is not merged line by line."""
+    attributes = run("git", "check-attr", "eol", "merge", "--", f"{APP}/.env.enc", cwd=repo).stdout
+    assert "eol: lf" in attributes
+    assert "merge: binary" in attributes
+    text = encrypted_for(repo, age_key)
+    (repo / APP / ".env.enc").write_bytes(text.replace("\n", "\r\n").encode())
+    commit_all(repo)
+    committed = run("git", "show", f"HEAD:{APP}/.env.enc", cwd=repo).stdout
+    assert "\r" not in committed
 
 
 # ---- scripts/check_secrets.py -------------------------------------------------------------
@@ -279,7 +413,7 @@ def metadata_keys(text: str) -> set[str]:
 
 def test_guard_knows_exactly_the_metadata_sops_writes(repo: Path, age_key: AgeKey, tmp_path: Path) -> None:
     """The guard's table of sops metadata is what the real sops writes: one key, two keys, empty, edited."""
-    (repo / APP / ".env").write_text(SETTINGS)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     secrets(repo, "encrypt", APP)
     through_helper = (repo / APP / ".env.enc").read_text()
     editor = tmp_path / "editor.sh"
@@ -385,7 +519,7 @@ CASES: dict[str, tuple[str, Make, str]] = {
     ),
     "conflict-markers": (".github/workflows/x.yaml", lambda r, k: CONFLICT, "merge-conflict markers on lines 2, 6"),
 }
-WHAT_TO_DO = ("re-encrypt it: python scripts/env_secrets.py encrypt", "never commit it", "resolve them")
+WHAT_TO_DO = ("re-encrypt it: uv run scripts/env_secrets.py encrypt", "never commit it", "resolve them")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -408,7 +542,7 @@ def test_guard_refuses_bad_files(repo: Path, age_key: AgeKey, case: str) -> None
 def test_guard_names_the_command_for_the_file(per_env_repo: Path) -> None:
     (per_env_repo / APP / ".env.prod.enc").write_text(SETTINGS)
     result = guard(per_env_repo, f"{APP}/.env.prod.enc")
-    assert f"re-encrypt it: python scripts/env_secrets.py encrypt {APP} prod" in result.stderr
+    assert f"re-encrypt it: uv run scripts/env_secrets.py encrypt {APP} prod" in result.stderr
 
 
 def test_guard_accepts_good_files(repo: Path, age_key: AgeKey) -> None:
@@ -437,6 +571,7 @@ def test_pre_commit_runs_the_guards(repo: Path, age_key: AgeKey) -> None:
     assert refused.returncode == 1
     assert "age.txt: line 2: holds an age private key" in refused.stdout + refused.stderr
     run("git", "rm", "-q", "--cached", "age.txt", cwd=repo)
+    (repo / APP / DEPLOY).write_text(SETTINGS)
     run("python3", "scripts/env_secrets.py", "encrypt", APP, cwd=repo)
     run("git", "add", f"{APP}/.env.enc", cwd=repo)
     accepted = run(pre_commit, "run", cwd=repo, check=False)
@@ -529,7 +664,7 @@ def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: A
     """new, encrypt, decrypt: the plain file still holds the same settings (sops drops only blank
     lines), so decrypt says so instead of refusing; a plain file that differs is still refused."""
     secrets(repo, "new", APP)
-    plain = repo / APP / ".env"
+    plain = repo / APP / DEPLOY
     plain.write_text(plain.read_text().replace("\nUNIQUE_APP_KEY=\n", "\nUNIQUE_APP_KEY=sk-same\n"))
     before = plain.read_text()
     secrets(repo, "encrypt", APP)
@@ -540,3 +675,100 @@ def test_decrypt_right_after_encrypt_keeps_the_plain_file(repo: Path, age_key: A
     refused = secrets(repo, "decrypt", APP, check=False, SOPS_AGE_KEY=age_key.private)
     assert refused.returncode == 1
     assert "exists and differs" in refused.stderr
+
+
+# ---- scripts/rotate_key.py ------------------------------------------------------------------
+
+
+def rotation_repo(tmp_path: Path, age_key: AgeKey) -> Path:
+    """Two apps, one of them with one env file per environment, every env file holding settings."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    render(repo, {"app_name": "second_app", "environments": ["dev", "qa"], "per_environment_env_files": True})
+    commit_all(repo, "Add second_app")
+    (repo / APP / DEPLOY).write_text(f"API_KEY={LEAK}\n")
+    secrets(repo, "encrypt", APP)
+    (repo / "second_app" / ".env.dev").write_text("API_KEY=dev-key\n")
+    secrets(repo, "encrypt", "second_app", "dev")  # .env.qa.enc stays empty
+    commit_all(repo, "Settings")
+    return repo
+
+
+ROTATED = [".sops.yaml", ".sdk-deploy.yml", "APPS.md", f"{APP}/.copier-answers.yml", "second_app/.copier-answers.yml"]
+
+
+@pytest.mark.slow
+def test_rotate_key_moves_every_app_in_one_go(tmp_path: Path, age_key: AgeKey) -> None:
+    repo = rotation_repo(tmp_path, age_key)
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{age_key.private}\n")
+    result = run("python3", "scripts/rotate_key.py", cwd=repo, SOPS_AGE_KEY_FILE=str(key_file))
+    assert age_key.private not in result.stdout + result.stderr
+    [new_public] = re.findall(r"rotated to (age1\w{58})", result.stdout)
+    new_private = key_file.read_text().splitlines()[-1]
+    assert new_private.startswith("AGE-SECRET-KEY-1")
+    assert new_private not in result.stdout
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for name in ROTATED:
+        text = (repo / name).read_text()
+        assert age_key.public not in text, name
+        assert new_public in text, name
+    assert recipients(repo / APP / ".env.enc") == {new_public}
+    assert recipients(repo / "second_app" / ".env.dev.enc") == {new_public}
+    assert (repo / "second_app" / ".env.qa.enc").read_text() == ""
+    only_new = {"SOPS_AGE_KEY": new_private, "SOPS_AGE_KEY_FILE": ""}
+    assert sops_dotenv("--decrypt", repo / APP / ".env.enc", **only_new) == f"API_KEY={LEAK}\n"
+    old = run(require_tool("sops"), "--decrypt", "--input-type", "dotenv", "--output-type", "dotenv",
+              repo / APP / ".env.enc", check=False, SOPS_AGE_KEY=age_key.private, SOPS_AGE_KEY_FILE="")  # fmt: skip
+    assert old.returncode != 0, "the old key opens none of the new files"
+    commit_all(repo, "Rotate")
+    assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
+    # A new app takes the new key from .sdk-deploy.yml as its default.
+    render(repo, {"app_name": "third_app"})
+    assert f"age_public_key: {new_public}" in (repo / "third_app" / ".copier-answers.yml").read_text()
+
+
+@pytest.mark.slow
+def test_rotate_key_changes_nothing_when_one_file_cannot_be_moved(tmp_path: Path, age_key: AgeKey) -> None:
+    """All or nothing: an env file the current key cannot open stops the rotation before any write."""
+    repo = rotation_repo(tmp_path, age_key)
+    (repo / "second_app" / ".env.qa.enc").write_text(encrypted_for(repo, new_age_key()))  # someone else's key
+    before = files_of(repo)
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"{age_key.private}\n")
+    result = run("python3", "scripts/rotate_key.py", cwd=repo, check=False, SOPS_AGE_KEY_FILE=str(key_file))
+    assert result.returncode == 1
+    assert "second_app/.env.qa.enc" in result.stderr
+    assert "the repository is unchanged" in result.stderr
+    assert files_of(repo) == before
+    assert key_file.read_text() == f"{age_key.private}\n", "no new key was saved either"
+
+
+def test_rotate_key_puts_back_what_it_wrote_when_a_write_fails(
+    tmp_path: Path, age_key: AgeKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted half way through writing (the third file fails): every file gets its old text back."""
+    repo = new_monorepo(tmp_path / "repo", answers(age_key))
+    render(repo, {"app_name": "second_app"})
+    commit_all(repo, "Add second_app")
+    before = files_of(repo)
+    monkeypatch.chdir(repo)
+    monkeypatch.syspath_prepend(str(repo / "scripts"))
+    for name in ("rotate_key", "env_secrets"):
+        sys.modules.pop(name, None)
+    rotate_key = importlib.import_module("rotate_key")
+    env_secrets = importlib.import_module("env_secrets")
+    real_replace, calls = os.replace, []
+
+    def failing_replace(source: str, target: str) -> None:
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(env_secrets.os, "replace", failing_replace)
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "keys.txt"))
+    assert rotate_key.main([]) == 1
+    assert len(calls) == 3
+    assert files_of(repo) == before
+    for name in ("rotate_key", "env_secrets"):
+        sys.modules.pop(name, None)

@@ -21,6 +21,7 @@ from .conftest import (
     VENV_BIN,
     AgeKey,
     answers,
+    bare_machine_path,
     commit_all,
     files_of,
     new_monorepo,
@@ -309,7 +310,7 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     for checked in ["check_secrets.py --all", "doctor.py"]:
         assert f"== {APP}: scripts/{checked}" in result.stdout
     log = run("git", "log", "--format=%s", cwd=repo).stdout.splitlines()
-    assert log[:2] == ["Update second_app from sdk-deploy-template", f"Update {APP} from sdk-deploy-template"]
+    assert log[:2] == [f"Update {app} from sdk-deploy-template {v2}" for app in ("second_app", APP)]
     body = run("git", "log", "-1", "--format=%b", cwd=repo).stdout
     assert "App checks (scripts/check_app.py) were not run (--no-app-checks)." in body
     assert run("git", "status", "--porcelain", cwd=repo).stdout == ""
@@ -335,6 +336,21 @@ def test_update_apps_script_updates_every_app_and_stops_on_conflicts(
     assert f"{APP} needs attention: conflicts in Dockerfile" in stopped.stderr
     assert "second_app" not in stopped.stdout.split(f"== {APP}")[-1], "must stop at the first conflicting app"
 
+    # Resolved (the template's side kept), not committed: the next run checks the app, then commits it.
+    text = dockerfile.read_text()
+    resolved = re.sub(r"<<<<<<< [^\n]*\n.*?=======\n(.*?)>>>>>>> [^\n]*\n", r"\1", text, flags=re.DOTALL)
+    assert resolved != text
+    dockerfile.write_text(resolved)
+    resumed = run("python3", "scripts/update_apps.py", "--no-app-checks", "--vcs-ref", v3, cwd=repo, check=False,
+                  COPIER=copier_cli)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = resumed.stdout.split(f"== {APP}: finishing its update")[1]
+    assert f"== {APP}: scripts/doctor.py" in after, "the resolved app is checked before it is committed"
+    log = run("git", "log", "--format=%s", cwd=repo).stdout.splitlines()
+    assert log[:2] == [f"Update {app} from sdk-deploy-template {v3}" for app in ("second_app", APP)]
+    assert "EXPOSE 8080/tcp" in run("git", "show", "HEAD~1:Dockerfile", cwd=repo).stdout
+    assert run("git", "status", "--porcelain", cwd=repo).stdout == ""
+
 
 def test_update_apps_refuses_a_dirty_tree(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
     repo = copy_at(tmp_path / "repo", template, answers(age_key))
@@ -355,26 +371,44 @@ def test_update_apps_runs_the_app_checks_and_commits_nothing_red(
     result = run("python3", "scripts/update_apps.py", "--vcs-ref", release_v2(template), cwd=repo, check=False,
                  COPIER=str(VENV_BIN / "copier"))  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"{APP} was updated but its checks fail: python scripts/check_app.py {APP}" in result.stderr
+    assert f"{APP} was updated but its checks fail: uv run scripts/check_app.py {APP}" in result.stderr
     assert "The update is left uncommitted" in result.stderr
     assert run("git", "rev-parse", "HEAD", cwd=repo).stdout == head
     assert NEW_SHA in (repo / f".github/workflows/{APP}.prod.deploy.yaml").read_text()  # there to review
 
 
-@pytest.mark.parametrize("case", ["no-copier", "no-git-repository"])
+@pytest.mark.parametrize("case", ["wrong-copier", "no-copier-nor-uv", "no-git-repository"])
 def test_update_apps_explains_a_missing_tool_or_repository(tmp_path: Path, age_key: AgeKey, case: str) -> None:
     repo = new_monorepo(tmp_path / "repo", answers(age_key))
     if case == "no-git-repository":
         shutil.rmtree(repo / ".git")
-    environment = {"COPIER": "copier-that-is-not-installed"} if case == "no-copier" else {}
+    environment = {
+        "wrong-copier": {"COPIER": "copier-that-is-not-installed"},
+        "no-copier-nor-uv": {"PATH": bare_machine_path(tmp_path / "bin")},
+    }.get(case, {})
     result = run("python3", "scripts/update_apps.py", cwd=repo, check=False, **environment)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     expected = {
-        "no-copier": "'copier-that-is-not-installed' not found: install copier",
+        "wrong-copier": "COPIER: 'copier-that-is-not-installed' not found",
+        "no-copier-nor-uv": "copier not found, nor uv or pipx to fetch it",
         "no-git-repository": "not inside a git repository",
     }[case]
     assert expected in result.stderr
+
+
+@pytest.mark.slow
+def test_update_apps_fetches_copier_through_uvx(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
+    """No copier on PATH, only uv: update_apps runs copier from PyPI through uvx."""
+    repo = copy_at(tmp_path / "repo", template, answers(age_key))
+    v2 = release_v2(template)
+    path = bare_machine_path(tmp_path / "bin", "uv", "uvx")
+    result = run("python3", "scripts/update_apps.py", "--no-app-checks", "--vcs-ref", v2, cwd=repo, check=False,
+                 PATH=path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"== {APP}: uvx --from 'copier>=9.19' copier update" in result.stdout
+    subject = run("git", "log", "-1", "--format=%s", cwd=repo).stdout.strip()
+    assert subject == f"Update {APP} from sdk-deploy-template {v2}"
 
 
 def test_copier_update_prints_no_missing_file_warning(tmp_path: Path, template: TemplateRepo, age_key: AgeKey) -> None:
