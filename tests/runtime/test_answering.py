@@ -228,3 +228,30 @@ def test_an_edited_runtime_stops_the_apps_tests_with_what_to_do(monorepo: Path, 
     assert "sdk_runtime/ is the template's and was edited (webhook.py)" in said
     assert said.count("was edited") == 1
     assert "Traceback" not in said
+
+
+UNREACHABLE = """
+from sdk_runtime import Chat
+
+def handle(chat: Chat, settings: object) -> None:
+    chat.stream_completion([{"role": "user", "content": chat.user_text}])
+"""
+
+
+def test_a_platform_that_cannot_be_reached_is_one_line_per_attempt_with_its_cause(
+    team_package: TeamPackage, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """unique_sdk retries 3 times and calls every failure `http_status=500`; the log says what happened."""
+    with Harness(team_package(UNREACHABLE)) as harness:
+        harness.platform.__exit__(None, None, None)  # nothing listens there any more: connection refused
+        delivery = harness.deliver(harness.event(), timeout=30)
+    assert delivery.status == 202
+    log = capsys.readouterr().out
+    retries = [line for line in log.splitlines() if "platform call failed, retrying" in line]
+    assert len(retries) == 4  # 2 retries of the model call, 2 of the apology's
+    assert all(line.endswith("connection refused") for line in retries), retries
+    assert "a platform call failed in chat chat_1 (connection refused); the message gets an apology" in log
+    assert "could not complete message msg_assistant_1 in chat chat_1: connection refused" in log
+    assert "Traceback" not in log
+    assert "http_status=500" not in log
+    assert len(log.splitlines()) <= 10

@@ -25,6 +25,7 @@ from typing import Any
 
 from .chat import APOLOGY, SHUTDOWN_APOLOGY, TIMEOUT_APOLOGY, Chat, ChatClosed
 from .events import ChatRequest, Event
+from .platform_errors import cause, is_platform_error
 from .settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,18 @@ def _answer(code: TeamCode, chat: Chat, event: Event, timeout: float) -> None:
             event.id,
         )
         return
-    except Exception:
-        logger.exception("event %s: the handler failed in chat %s; the message gets an apology", event.id, chat.chat_id)
+    except Exception as error:
+        if is_platform_error(error):  # the platform is unreachable or refused: the cause, not 100 lines
+            logger.error(
+                "event %s: a platform call failed in chat %s (%s); the message gets an apology",
+                event.id,
+                chat.chat_id,
+                cause(error),
+            )
+        else:  # a bug in the handler: its traceback
+            logger.exception(
+                "event %s: the handler failed in chat %s; the message gets an apology", event.id, chat.chat_id
+            )
         chat.close(APOLOGY)
         return
     finally:

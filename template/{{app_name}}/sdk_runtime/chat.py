@@ -20,6 +20,7 @@ from typing import Any
 import unique_sdk
 
 from .events import ChatRequest, Event
+from .platform_errors import cause
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Chat:
                 self.request.event_id,
                 self.assistant_message_id,
                 self.chat_id,
-                describe(error),
+                cause(error),
             )
             return False
         return True
@@ -162,9 +163,3 @@ class Chat:
     def _check_open(self) -> None:
         if self._closed:
             raise ChatClosed(f"message {self.assistant_message_id} was already completed by the runtime")
-
-
-def describe(error: BaseException) -> str:
-    """One line for a failed platform call, without its traceback."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from . import answering, dispatch, logs, queueing
+from . import answering, dispatch, logs, platform_errors, queueing
 from .events import Event
 from .settings import RuntimeSettings, load_settings
 from .signing import ID_HEADER
@@ -50,6 +50,12 @@ def create_app(
     logger = logs.configure_logging("sdk_runtime", settings.log_level)
     if package:
         logs.configure_logging(package, settings.log_level)
+    # unique_sdk logs every request at INFO: shown with LOG_LEVEL=DEBUG only.
+    sdk_logger = logs.configure_logging(
+        platform_errors.SDK_LOGGER, "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
+    )
+    if not any(isinstance(f, platform_errors.RetryLines) for f in sdk_logger.filters):
+        sdk_logger.addFilter(platform_errors.RetryLines())  # one line per retry, with its real cause
     pool = dispatch.HandlerPool(settings.handler_threads, settings.handler_timeout)
     ttl = settings.webhook_max_age + FUTURE_SKEW.total_seconds()
     ready: Callable[[], object] = _ready
