@@ -1,7 +1,7 @@
 """Gunicorn configuration: how the production image (and `poetry run gunicorn`) serves this app.
 
-The shared Dockerfile's start script decrypts the app's settings into the environment, then runs
-`gunicorn --config gunicorn.conf.py` in this folder.
+The shared Dockerfile's ENTRYPOINT runs this app's start program (sdk_runtime/start.py): it decrypts
+the app's settings into the environment, then runs `gunicorn --config gunicorn.conf.py` in this folder.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ wsgi_app = f"{os.environ.get('MODULE', 'market_report')}:{os.environ.get('APP_NA
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 # gthread that hands a thread only complete requests, so slow clients cannot starve /health; it
 # closes connections that do not send a whole request within GUNICORN_READ_TIMEOUT s (default 10).
-worker_class = "market_report.server.BufferingWorker"
+worker_class = "sdk_runtime.server.BufferingWorker"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))  # workers x threads requests at once
 timeout = 60  # a worker whose event loop stalls this long is restarted
-# Azure sends SIGTERM and kills the container 30 s later. Within this, requests in flight finish and
-# the handler pool finishes the events it acknowledged (it accepts no more than it can finish).
+# Azure sends SIGTERM and kills the container 30 s later. Within this, requests in flight finish, the
+# events acknowledged run on, and those still unanswered near the end get an apology (no chat left blocked).
 graceful_timeout = 25
 keepalive = 5
 # Worker heartbeat files in memory, not on the container's overlay filesystem.

@@ -1,14 +1,16 @@
 """Secret guards for this monorepo, run by pre-commit (staged files) and CI (--all).
 
-    python scripts/check_secrets.py FILE...    # check these files (pre-commit passes the staged ones)
-    python scripts/check_secrets.py --all      # check every file git tracks
+    python3 scripts/check_secrets.py FILE...    # check these files (pre-commit passes the staged ones)
+    python3 scripts/check_secrets.py --all      # check every file git tracks
 
 Refuses, with one line per problem that says what to do:
   - a plain env file (.env, .env.<env>, .envrc, prod.env, ...; in any case, also inside such a folder);
   - an encrypted env file (.env.enc, .env.<env>.enc, ...) that is not exactly what sops writes for a
-    dotenv file: UTF-8, every comment and every non-empty value ENC[...] (sops leaves empty values as
-    they are: they are fine), no metadata but sops' own, encrypted for the repository's age key
-    (.sops.yaml) and no other;
+    dotenv file: UTF-8 with LF line ends, every comment and every non-empty value ENC[...] (sops leaves
+    empty values as they are: they are fine), each name once, no metadata but sops' own, encrypted for
+    the repository's age key (.sops.yaml) and no other, no value too long to start a container
+    (128 KiB); CRLF line ends and names or metadata twice (two encryptions merged) are found without
+    the key, so CI catches what the container could not decrypt;
   - any file that holds an age private key (AGE-SECRET-KEY-1...), whatever its name;
   - merge-conflict markers, as `copier update` leaves them.
 Standard library only, so it runs anywhere Python 3.9+ does.
@@ -38,7 +40,12 @@ ENV_FILE_PATTERNS = (
 AGE_PUBLIC_KEY = re.compile(r"age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}")
 AGE_PRIVATE_KEY = re.compile(rb"AGE-SECRET-KEY-(?:[A-Z0-9]+-)*1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58,}", re.IGNORECASE)
 CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# NAME=value as sops writes it; `export NAME` and spaces before `=` come from a plain file written so,
+# and sops and the app (python-dotenv) both read them as NAME.
+NAME = re.compile(r"(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*")
+# Linux refuses one environment string ("NAME=value" and its NUL) longer than this: the container would not start.
+MAX_VARIABLE_BYTES = 128 * 1024
+DATA = re.compile(r"ENC\[AES256_GCM,data:([A-Za-z0-9+/]*)(=*),")
 BASE64 = "[A-Za-z0-9+/]*={0,2}"
 ENCRYPTED = {
     kind: re.compile(rf"ENC\[AES256_GCM,data:{BASE64},iv:{BASE64},tag:{BASE64},type:{kind}\]")
@@ -89,10 +96,10 @@ def encrypt_command(path: Path) -> str:
     app = path.parent.as_posix()
     if not deployed or app in ("", "."):
         return (
-            "python scripts/env_secrets.py encrypt <app> [<env>] "
+            "uv run scripts/env_secrets.py encrypt <app> [<env>] "
             "(deploys read only <app>/.env.enc or <app>/.env.<env>.enc, <env> in lower case)"
         )
-    return f"python scripts/env_secrets.py encrypt {app}" + (f" {deployed[1]}" if deployed[1] else "")
+    return f"uv run scripts/env_secrets.py encrypt {app}" + (f" {deployed[1]}" if deployed[1] else "")
 
 
 def line_problem(line: str, metadata: dict[str, str]) -> str:
@@ -101,12 +108,20 @@ def line_problem(line: str, metadata: dict[str, str]) -> str:
         return ""
     if line.startswith("#"):
         return "" if ENCRYPTED["comment"].fullmatch(line[1:]) else "comment in clear text (sops encrypts comments)"
-    name, sep, value = line.partition("=")
-    if not sep or not NAME.fullmatch(name):
+    written, sep, value = line.partition("=")
+    named = NAME.fullmatch(written)
+    if not sep or not named:
         return "not NAME=value (a NAME is letters, digits and _)"
+    name = named[1]
     if not name.startswith("sops_"):
-        clear = value and not ENCRYPTED["str"].fullmatch(value)
-        return f"{name} is in clear text (sops encrypts every value that is not empty)" if clear else ""
+        if value and not ENCRYPTED["str"].fullmatch(value):
+            return f"{name} is in clear text (sops encrypts every value that is not empty)"
+        if name in metadata:
+            return f"{name} twice: two encryptions merged (sops writes each name once)"
+        metadata[name] = ""  # names are recorded too, to find them twice; metadata_problems skips them
+        if plain_bytes(value) + len(name) + 2 > MAX_VARIABLE_BYTES:
+            return f"{name} is longer than 128 KiB: the container cannot start with it (keep such data in a file)"
+        return ""
     shape = SOPS_METADATA.get(re.sub(r"(?<=__list_)\d+(?=__)", "N", name))
     if shape is None:
         return f"{name} is not sops metadata (sops writes no such key): a setting in clear text?"
@@ -116,8 +131,15 @@ def line_problem(line: str, metadata: dict[str, str]) -> str:
     return ""
 
 
+def plain_bytes(value: str) -> int:
+    """The length in bytes of the plain text of one ENC[...] value (its data is base64)."""
+    data = DATA.match(value)
+    return 0 if data is None else (len(data[1]) + len(data[2])) * 3 // 4 - len(data[2])
+
+
 def metadata_problems(metadata: dict[str, str], keys: set[str]) -> list[str]:
     """What is missing from sops' metadata, and whether it is encrypted for exactly the repository's keys."""
+    metadata = {key: value for key, value in metadata.items() if key.startswith("sops_")}
     if not metadata:
         return ["no sops metadata: this file was never encrypted"]
     lists = {key.rsplit("__map_", 1)[0] for key in metadata if "__map_" in key}
@@ -138,8 +160,16 @@ def metadata_problems(metadata: dict[str, str], keys: set[str]) -> list[str]:
 
 def sops_file_problems(data: bytes, keys: set[str]) -> list[str]:
     """What makes `data` something other than an empty file or exactly what sops writes for a dotenv file."""
-    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data:
+    if data.startswith(codecs.BOM_UTF8):
+        return ["starts with a byte-order mark, copied by sops from the plain file (env_secrets.py drops it)"]
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in data:
         return ["not UTF-8 text as sops writes it (a byte-order mark or NUL bytes: UTF-16?)"]
+    if b"\r" in data:
+        at = data.count(b"\n", 0, data.index(b"\r")) + 1
+        return [
+            f"line {at}: CRLF line ends (an editor or git's autocrlf): the container cannot decrypt it; "
+            "keep .enc files LF (.gitattributes: *.enc text eol=lf, then git add --renormalize .)"
+        ]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -177,7 +207,7 @@ def check_file(path: Path, keys: set[str]) -> list[str]:
     if kind == "plain":
         return [
             f"{path}: env file in clear text: never commit it (git rm --cached '{path}'); commit its settings "
-            "encrypted (python scripts/env_secrets.py encrypt <app> [<env>]); a template without secrets is "
+            "encrypted (uv run scripts/env_secrets.py encrypt <app> [<env>]); a template without secrets is "
             "named .env.example"
         ]
     try:
@@ -188,7 +218,8 @@ def check_file(path: Path, keys: set[str]) -> list[str]:
         return [f"{path}: cannot be read ({error.strerror}): make it readable so that the guards can check it"]
     problems = [
         f"line {number}: holds an age private key (AGE-SECRET-KEY-1...): never commit it; remove it "
-        f"(git rm --cached '{path}'), keep it in sops' key file (README: One-time setup) and rotate it if it was pushed"
+        f"(git rm --cached '{path}'), keep it in sops' key file (APPS.md, section \"One-time setup\") and rotate it "
+        'if it was pushed (APPS.md, section "Rotating the age key")'
         for number in private_key_lines(data)
     ]
     if kind == "sops":

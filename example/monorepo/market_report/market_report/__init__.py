@@ -1,31 +1,10 @@
 """Writes the daily market report
 
-`market_report:app` is the WSGI app gunicorn serves (the deploy action's module:app_name). It is built
-on first access (PEP 562), so importing any module of this package builds nothing.
+YOUR PACKAGE: handler.py, settings.py and any module you add are yours; `copier update` never touches
+them. The runtime that serves them belongs to the template, in ../sdk_runtime/ (never edit it).
+`market_report:app` is the WSGI app gunicorn serves, built on first access.
 """
 
-from __future__ import annotations
+from sdk_runtime import wsgi_app_attribute
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from .factory import create_app
-
-    app: Flask
-
-__all__ = ["app", "create_app"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "create_app":
-        from .factory import create_app
-
-        return create_app
-    if name == "app":
-        from .factory import create_app
-
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = wsgi_app_attribute(__name__)
