@@ -260,9 +260,9 @@ def readme_adoption_command(template: Path, app: HandMadeApp, key: AgeKey, overw
     readme = (TEMPLATE / "README.md").read_text()
     section = readme[readme.index("## Adopt an existing app") :]
     block = section[section.index("```sh\n") + 6 : section.index("```", section.index("```sh\n") + 6)]
-    [command] = [line.split("#")[0].strip() for line in block.splitlines() if "copier copy" in line]
+    [command] = [line.split("#")[0].strip() for line in block.splitlines() if "copier@latest copy" in line]
     filled = {
-        "pipx run copier": str(VENV_BIN / "copier"),
+        "uvx copier@latest": str(VENV_BIN / "copier"),  # the pinned copier of this repository, no download
         "gh:<org>/sdk-deploy-template": str(template),
         "<app>": app.name,
         "<its Python, e.g. 3.11>": "3.11",
