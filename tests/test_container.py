@@ -93,12 +93,12 @@ def container(tmp_path: Path, installed_app: InstalledApp) -> Container:
 
 def encrypt_settings(app: InstalledApp, folder: Path, text: str) -> None:
     """Encrypt `text` as the user would (scripts/env_secrets.py, real sops, the repository key)."""
-    (app.folder / ".env").write_text(text)
+    (app.folder / ".env.deploy").write_text(text)  # the deployed settings, apart from local runs' .env
     try:
         run("python3", "scripts/env_secrets.py", "encrypt", APP, cwd=app.repo)
         shutil.copy(app.folder / ".env.enc", folder / ".env.enc")
     finally:
-        (app.folder / ".env").unlink()
+        (app.folder / ".env.deploy").unlink()
         (app.folder / ".env.enc").write_text("")
 
 
@@ -229,8 +229,8 @@ def test_the_local_image_takes_unsigned_events_with_no_extra_step(
 
 
 def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container, spawn: Any, tmp_path: Path) -> None:
-    """Azure sends SIGTERM and kills 30 s later. A 5 s handler, 100 events, then SIGTERM: every event
-    answered 2xx runs to completion, the others got 5xx (the platform retries them)."""
+    """Azure sends SIGTERM and kills 30 s later. A 5 s handler, 100 events, then SIGTERM: a replica takes
+    them all (64 threads per worker), and every event answered 2xx runs to completion before it exits."""
     encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={SECRET}\nHANDLER_TIMEOUT=5\n")
     port = free_port()
     env = container.environment(
@@ -256,7 +256,7 @@ def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container,
     ids = [json.loads(body)["id"] for body, _ in deliveries]
     acknowledged = [event_id for event_id, status in zip(ids, statuses, strict=True) if status == 202]
     done = (tmp_path / "done.txt").read_text().split()
-    assert set(statuses) == {202, 503}, statuses
+    assert set(statuses) == {202}, statuses
     assert sorted(done) == sorted(acknowledged), "an acknowledged event was lost"
     assert stopped_after < 30, "Azure would have killed the container"
     assert "cut by shutdown" not in log

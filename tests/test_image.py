@@ -151,15 +151,15 @@ def make_app(tmp: Path, kind: str) -> App:
 
     # The user's steps: production settings in a plain file, encrypted with the generated script, committed.
     production, local = settings(f"prod_{kind}"), settings(f"local_{kind}")
-    plain = folder / (".env.prod" if per_env else ".env")
+    plain = folder / (".env.prod" if per_env else ".env.deploy")
     plain.write_text(settings_text(production))
     run("python3", "scripts/env_secrets.py", "encrypt", APP, *(["prod"] if per_env else []), cwd=repo)
     commit_all(repo, "Encrypted settings")
     checkout = tmp / "checkout"
     run("git", "clone", "-q", str(repo), str(checkout))
 
-    # The developer's local settings, for docker compose (a fresh app's .env held the production ones
-    # until now; a per-environment app keeps its plain .env.prod beside it, as the user would).
+    # The developer's local settings, for docker compose (the deployed ones stay in their own plain
+    # file beside it, .env.deploy or .env.prod, as the user would keep them).
     (folder / ".env").write_text(settings_text(local))
     planted = f"planted_{kind}_{os.urandom(4).hex()}"
     for context in [folder, checkout / APP]:
