@@ -545,7 +545,7 @@ def test_workflow_deploying_an_empty_env_file_next_to_real_settings(repo: Path, 
 def test_an_environment_without_settings_next_to_one_with_them(repo: Path, age_key: AgeKey) -> None:
     sops_encrypt(repo, age_key.public, f"{SECOND}/.env.dev.enc")
     commit_all(repo)
-    doctor(repo).finds(f"{SECOND}/.env.qa.enc", "is empty", f"python scripts/env_secrets.py encrypt {SECOND} qa")
+    doctor(repo).finds(f"{SECOND}/.env.qa.enc", "is empty", f"uv run scripts/env_secrets.py encrypt {SECOND} qa")
 
 
 def test_apps_and_the_shared_image_on_different_pythons(repo: Path, age_key: AgeKey) -> None:
@@ -591,7 +591,7 @@ def test_two_apps_on_one_port(repo: Path) -> None:
 def test_one_clash_gets_one_port(repo: Path) -> None:
     """A compose file moved by hand onto another app's port: one line, one free port to move to."""
     first, second = local_port(repo, APP), local_port(repo, SECOND)
-    edit(repo / SECOND / "docker-compose.yaml", f'"{second}:8080"', f'"{first}:8080"')
+    edit(repo / SECOND / "docker-compose.yaml", f'"127.0.0.1:{second}:8080"', f'"127.0.0.1:{first}:8080"')
     commit_all(repo)
     result = doctor(repo)
     [line] = [problem for problem in result.problems if problem.startswith(f"{SECOND}/")]

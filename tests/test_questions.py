@@ -290,10 +290,13 @@ def test_copying_an_app_already_under_the_template_is_refused(tmp_path: Path, ag
 
 
 def test_overwriting_an_app_already_under_the_template_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
-    """`copier copy --overwrite` would re-render the team's handler; `copier recopy` still works."""
+    """`copier copy --overwrite` would re-render the app; `copier recopy` still works, and even it leaves
+    the team's own files (handler.py, settings.py, tests/test_handler.py) alone."""
     repo = new_monorepo(tmp_path / "repo", answers(age_key))
     handler = repo / APP / APP / "handler.py"
     handler.write_text(handler.read_text() + "# the team's code\n")
+    config = repo / APP / "gunicorn.conf.py"
+    config.write_text(config.read_text() + "# an edit of the template's file\n")
     commit_all(repo)
     before = files_of(repo)
     with pytest.raises(ValueError, match=r"already under the template: use copier update") as error:
@@ -302,7 +305,8 @@ def test_overwriting_an_app_already_under_the_template_is_refused(tmp_path: Path
     assert files_of(repo) == before
     copier.run_recopy(repo, answers_file=f"{APP}/.copier-answers.yml", vcs_ref="HEAD", defaults=True,
                       overwrite=True, unsafe=False, quiet=True)  # fmt: skip
-    assert "# the team's code" not in handler.read_text()  # what recopy is for: a fresh render from the answers
+    assert "# an edit of the template's" not in config.read_text()  # what recopy is for: a fresh render
+    assert "# the team's code" in handler.read_text()  # but the team's files are never rendered again
 
 
 def test_a_new_app_named_like_an_existing_folder_is_refused(tmp_path: Path, age_key: AgeKey) -> None:
