@@ -79,8 +79,8 @@ def test_one_pull_request_per_release_and_none_twice(setup: dict[str, Any]) -> N
     result = update_pr(s)
     assert result.returncode == 0, result.stdout + result.stderr
     assert remote_log(s, "template-update/1.1.0") == [
-        "Update second_app from sdk-deploy-template",
-        f"Update {APP} from sdk-deploy-template",
+        "Update second_app from sdk-deploy-template v1.1.0",  # update_apps names the release
+        f"Update {APP} from sdk-deploy-template v1.1.0",
     ]
     [call] = gh_calls(s)
     assert call[:4] == ["pr", "create", "--head", "template-update/1.1.0"]

@@ -206,9 +206,10 @@ def check_file(path: Path, keys: set[str]) -> list[str]:
     kind = env_kind(path)
     if kind == "plain":
         return [
-            f"{path}: env file in clear text: never commit it (git rm --cached '{path}'); commit its settings "
-            "encrypted (uv run scripts/env_secrets.py encrypt <app> [<env>]); a template without secrets is "
-            "named .env.example"
+            f"{path}: env file in clear text: never commit it (git rm --cached '{path}'). Local settings stay "
+            "uncommitted (<app>/.env); deployed ones are committed encrypted (uv run scripts/env_secrets.py "
+            "encrypt <app> [<env>], from <app>/.env.deploy or .env.<env>); a template without secrets is named "
+            ".env.example"
         ]
     try:
         data = path.read_bytes()
