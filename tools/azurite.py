@@ -8,14 +8,14 @@ API versions newer than it knows unless started with --skipApiVersionCheck (the 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tools import npm_tools
 
 SOURCE = Path(__file__).resolve().parent / "azurite"
 # The emulator's documented development account (public, the same in every Azurite: not a secret).
@@ -58,27 +58,10 @@ class Azurite:
 
 def install_dir() -> Path:
     """The cached install of tools/azurite for the current lock (installed on first use)."""
-    digest = hashlib.sha256((SOURCE / "package-lock.json").read_bytes() + (SOURCE / "package.json").read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    root = cache / "sdk-deploy-template" / "azurite" / digest.hexdigest()[:16]
-    if not (root / ".installed").exists():
-        _npm_ci(root)
-    return root
-
-
-def _npm_ci(root: Path) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise AzuriteError("npm is not installed: install Node.js and npm (Debian: apt-get install npm)")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    for name in ["package.json", "package-lock.json"]:
-        shutil.copy2(SOURCE / name, root / name)
-    command = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise AzuriteError(f"npm ci in {root} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    (root / ".installed").touch()
+    try:
+        return npm_tools.install_dir(SOURCE, "azurite")
+    except npm_tools.NpmToolError as error:
+        raise AzuriteError(str(error)) from None
 
 
 def start(workspace: Path) -> Azurite:

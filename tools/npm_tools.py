@@ -23,24 +23,25 @@ class NpmToolError(RuntimeError):
     """npm or node is missing, or `npm ci` failed: the message says which and what to do."""
 
 
-def install_dir() -> Path:
-    """The cached install of tools/npm for the current lock (installed on first use)."""
-    lock = (SOURCE / "package-lock.json").read_bytes()
-    digest = hashlib.sha256(lock + (SOURCE / "package.json").read_bytes()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdk-deploy-template" / "npm" / digest
+def install_dir(source: Path = SOURCE, name: str = "npm") -> Path:
+    """The cached install of the npm project `source` (tools/npm by default) for its current lock,
+    under ~/.cache/sdk-deploy-template/<name>/ (installed on first use)."""
+    lock = (source / "package-lock.json").read_bytes()
+    digest = hashlib.sha256(lock + (source / "package.json").read_bytes()).hexdigest()[:16]
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sdk-deploy-template" / name / digest
     if not (root / ".installed").exists():
-        _npm_ci(root)
+        _npm_ci(source, root)
     return root
 
 
-def _npm_ci(root: Path) -> None:
+def _npm_ci(source: Path, root: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise NpmToolError("npm is not installed: install Node.js and npm (Debian: apt-get install npm)")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     for name in ["package.json", "package-lock.json"]:
-        shutil.copy2(SOURCE / name, root / name)
+        shutil.copy2(source / name, root / name)
     # --ignore-scripts: nothing downloads at install time (Renovate's optional re2 would fetch a binary).
     command = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)

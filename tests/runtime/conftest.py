@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from tools.azurite import Azurite
 from tools.azurite import start as start_azurite
@@ -118,6 +119,17 @@ def app(make_app: AppFactory, settings: RuntimeSettings, recorder: Recorder) -> 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def webhook_url(make_app: AppFactory, recorder: Recorder) -> Iterator[str]:
+    """The webhook of an app served on loopback (werkzeug, threaded) that records what it accepts."""
+    server = make_server("127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/webhook"
+    server.shutdown()
+    thread.join(10)
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from sdk_runtime.event_socket import STREAM_PATH, Backoff, Bridge, stream_url
 from sdk_runtime.events import EXTERNAL_MODULE_CHOSEN, USER_MESSAGE_CREATED
 from sdk_runtime.settings import RuntimeSettings, platform_url
 from sdk_runtime.testing import FakePlatform, Stream
-from werkzeug.serving import make_server
 
-from .conftest import MODULE, SECRET, AppFactory, Recorder, event, runtime_settings
+from .conftest import MODULE, SECRET, Recorder, event
 
 BASE = 0.2  # seconds: the first failure waits 0.1 to 0.2 s, the second 0.2 to 0.4 s
 RunBridge = Callable[[Bridge], None]
@@ -33,16 +32,6 @@ def bridge_settings(platform: FakePlatform) -> RuntimeSettings:
         endpoint_secret=SECRET,
         module_names=(MODULE,),
     )
-
-
-@pytest.fixture
-def webhook_url(make_app: AppFactory, recorder: Recorder) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/webhook"
-    server.shutdown()
-    thread.join(10)
 
 
 @pytest.fixture

@@ -8,15 +8,10 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from werkzeug.serving import make_server
-
 from ..conftest import APP
-from .conftest import SECRET, AppFactory, Recorder, runtime_settings
+from .conftest import SECRET, Recorder
 
 
 def run_module(folder: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -53,26 +48,18 @@ def test_the_local_loop_takes_any_event_file_and_shows_a_failing_handler(monorep
     assert "RuntimeError: oops" in result.stdout  # the app's own log, with the traceback
 
 
-@pytest.fixture
-def served(make_app: AppFactory, recorder: Recorder) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, make_app(runtime_settings(), recorder), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/webhook"
-    server.shutdown()
-    thread.join(10)
-
-
-def test_send_delivers_one_signed_event_to_a_running_app(monorepo: Path, served: str, recorder: Recorder) -> None:
-    result = run_module(monorepo / APP, "sdk_runtime.send", served, "--text", "ping", UNIQUE_APP_ENDPOINT_SECRET=SECRET)
+def test_send_delivers_one_signed_event_to_a_running_app(monorepo: Path, webhook_url: str, recorder: Recorder) -> None:
+    result = run_module(
+        monorepo / APP, "sdk_runtime.send", webhook_url, "--text", "ping", UNIQUE_APP_ENDPOINT_SECRET=SECRET
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith('202 {"status": "accepted"}')
     [event] = recorder.wait_for(1)
     assert event.payload["userMessage"]["text"] == "ping"
 
 
-def test_send_with_the_wrong_secret_shows_the_apps_refusal(monorepo: Path, served: str) -> None:
-    result = run_module(monorepo / APP, "sdk_runtime.send", served, UNIQUE_APP_ENDPOINT_SECRET="not-it")
+def test_send_with_the_wrong_secret_shows_the_apps_refusal(monorepo: Path, webhook_url: str) -> None:
+    result = run_module(monorepo / APP, "sdk_runtime.send", webhook_url, UNIQUE_APP_ENDPOINT_SECRET="not-it")
     assert result.returncode == 1
     assert result.stdout.startswith("401 ")
     assert "does not match the body" in result.stdout
