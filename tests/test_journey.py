@@ -88,7 +88,7 @@ def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
     editor = tmp_path / "editor"  # what a person does in $EDITOR: fill in the one secret they have
     editor.write_text(
         "#!/usr/bin/python3\nimport pathlib, sys\nfor name in sys.argv[1:]:\n    p = pathlib.Path(name)\n"
-        f"    p.write_text(p.read_text().replace('\\nAPI_KEY=\\n', '\\nAPI_KEY={LEAK}\\n'))\n"
+        f"    p.write_text(p.read_text().replace('\\nUNIQUE_APP_KEY=\\n', '\\nUNIQUE_APP_KEY={LEAK}\\n'))\n"
     )
     editor.chmod(0o755)
     machine = Machine(tmp_path, uv_cache, editor)
@@ -124,7 +124,7 @@ def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
     for step in sh_blocks(apps_md, '## From "I have a secret"')[:4]:
         machine.run(step.replace("<app>", FIRST).replace(" [<env>]", ""), repo)
     committed = machine.run(f"git show HEAD:{FIRST}/.env.enc", repo).stdout
-    assert "API_KEY=ENC[" in committed
+    assert "UNIQUE_APP_KEY=ENC[" in committed
     assert LEAK not in committed
     # Local settings apart from the deployed ones.
     [local] = [line for line in sh_blocks(apps_md, '## From "I have a secret"') if " local " in line]
@@ -134,7 +134,7 @@ def test_a_first_day_on_a_bare_machine(tmp_path: Path, uv_cache: Path) -> None:
     script = sh_blocks(apps_md, '## From "I have a secret"')[0].split(" new ")[0]  # uv run scripts/env_secrets.py
     (repo / FIRST / ".env.deploy").unlink()
     machine.run(f"{script} decrypt {FIRST}", repo)
-    assert f"API_KEY={LEAK}" in (repo / FIRST / ".env.deploy").read_text()
+    assert f"UNIQUE_APP_KEY={LEAK}" in (repo / FIRST / ".env.deploy").read_text()
     (editor.parent / "append").write_text('#!/bin/sh\necho "ADDED=yes" >> "$1"\n')
     (editor.parent / "append").chmod(0o755)
     machine.env["EDITOR"] = str(editor.parent / "append")
