@@ -175,7 +175,7 @@ def test_encrypted_settings_reach_the_app_and_webhooks_work(container: Container
         assert env["ENDPOINT_SECRET"] == SECRET
         assert env["GREETING"] == "hello # not a comment"
 
-    # A burst: a worker runs HANDLER_THREADS (64) events at once and acknowledges as many again, so 40
+    # A burst: a worker runs HANDLER_THREADS (128) events at once and acknowledges as many again, so 40
     # are all acknowledged, however they spread over the two workers.
     with ThreadPoolExecutor(16) as pool:
         deliveries = [event(container) for _ in range(40)]
@@ -230,7 +230,7 @@ def test_the_local_image_takes_unsigned_events_with_no_extra_step(
 
 def test_sigterm_after_a_burst_loses_no_acknowledged_event(container: Container, spawn: Any, tmp_path: Path) -> None:
     """Azure sends SIGTERM and kills 30 s later. A 5 s handler, 100 events, then SIGTERM: a replica takes
-    them all (64 threads per worker), and every event answered 2xx runs to completion before it exits."""
+    them all (128 threads per worker), and every event answered 2xx runs to completion before it exits."""
     encrypt_settings(container.app, container.folder, f"ENDPOINT_SECRET={SECRET}\nHANDLER_TIMEOUT=5\n")
     port = free_port()
     env = container.environment(

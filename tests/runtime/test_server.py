@@ -250,7 +250,7 @@ def test_on_sigterm_acknowledged_events_complete_and_new_ones_get_503(serve: Ser
 
 @pytest.mark.slow
 def test_a_burst_of_64_to_one_replica_is_all_acknowledged_and_handled(serve: ServerFactory) -> None:
-    """The shipped settings (2 workers, HANDLER_THREADS 64): however the burst's connections spread over the
+    """The shipped settings (2 workers, HANDLER_THREADS 128): however the burst's connections spread over the
     workers, none is refused."""
     server = serve(handler_seconds=2.0)
     events = [event() for _ in range(64)]

@@ -88,7 +88,7 @@ class RuntimeSettings:
     assistant_ids: tuple[str, ...] = ()  # empty: every assistant
     # Deployed: the production image sets ENCRYPTED_ENV_FILE; `flask run`, compose and tests do not.
     deployed: bool = False
-    handler_threads: int = 64  # per worker; handlers mostly wait on the platform: threads are cheap
+    handler_threads: int = 128  # per worker; handlers mostly wait on the platform: threads are cheap
     handler_timeout: int = 20  # seconds one event may take before the runtime apologizes and completes it
     webhook_max_bytes: int = MIB
     webhook_max_age: int = 3600  # seconds a signed event stays acceptable (the platform's retries)
@@ -114,7 +114,7 @@ class RuntimeSettings:
             module_names=modules,
             assistant_ids=_names(env, ASSISTANT_IDS_NAMES),
             deployed=bool(env.get("ENCRYPTED_ENV_FILE")),
-            handler_threads=whole_number(env, "HANDLER_THREADS", 64, 1, 512),
+            handler_threads=whole_number(env, "HANDLER_THREADS", 128, 1, 512),
             handler_timeout=whole_number(env, "HANDLER_TIMEOUT", 20, 1, 3600),
             webhook_max_bytes=whole_number(env, "WEBHOOK_MAX_BYTES", MIB, 1024, 64 * MIB),
             webhook_max_age=whole_number(env, "WEBHOOK_MAX_AGE", 3600, 300, 7 * 24 * 3600),
