@@ -111,7 +111,10 @@ def cpu_quota(cpus: float) -> Iterator[Path | None]:
                 time.sleep(0.1)
 
 
-def start_replica(folder: Path, group: Path | None, platform_url: str, port: int) -> subprocess.Popen[str]:
+def start_replica(
+    folder: Path, group: Path | None, platform_url: str, port: int, **settings: str
+) -> subprocess.Popen[str]:
+    """gunicorn as the image runs it, in the CPU `group` if given; `settings` add to the app's environment."""
     environment = {
         **{k: v for k, v in os.environ.items() if k != "ENCRYPTED_ENV_FILE"},
         "HOST": "127.0.0.1",
@@ -123,6 +126,7 @@ def start_replica(folder: Path, group: Path | None, platform_url: str, port: int
         "UNIQUE_APP_ID": "app_bench",
         "GUNICORN_LOG_LEVEL": "warning",
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
 
     def enter_group() -> None:  # in the child, before exec: gunicorn and its workers inherit the quota
@@ -288,7 +292,7 @@ def section(runs: dict[int, list[Outcome]], stopped: list[Outcome], model: float
         f"{machine()}; the replica {quota}. A fresh replica (2 workers, the shipped settings) gets N signed "
         f"events at once; its handler is the template's own (one streamed model answer), the model takes "
         f"{model:g} s. An apology in a burst is the HANDLER_TIMEOUT one (20 s): the message took too long "
-        "(here: waiting for a core of this loaded machine) and was completed all the same. "
+        "and was completed all the same. "
         "Replica CPU is all the replica used from the burst to the last completion, the workers' start-up "
         "imports and the /health probes (10 a second) included. "
         f"Ranges are over the repetitions. 0.2.0's figures are issue 18's (same machine, same "
@@ -326,13 +330,15 @@ def section(runs: dict[int, list[Outcome]], stopped: list[Outcome], model: float
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the capacity section of results.md, keeping everything else."""
+    """Replace (or append) the section of results.md that `text` starts with (its "## " heading), keeping
+    everything else."""
+    heading = text.split("\n", 1)[0]
     current = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = current.find(SECTION)
+    start = current.find(heading)
     if start < 0:
         path.write_text(current.rstrip("\n") + "\n\n" + text)
         return
-    end = current.find("\n## ", start + len(SECTION))
+    end = current.find("\n## ", start + len(heading))
     rest = current[end + 1 :] if end >= 0 else ""
     path.write_text(current[:start] + text + ("\n" + rest if rest else ""))
 

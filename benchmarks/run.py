@@ -342,19 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     text = report(rows, side_by_side(slow, stopped), size, settings, notes)
     previous = args.output.read_text() if args.output.exists() else ""
     args.output.write_text(text)
-    keep_capacity_section(previous, args.output)
+    keep_other_sections(previous, args.output)
     print(text)
     return 0
 
 
-def keep_capacity_section(previous: str, output: Path) -> None:
-    """The capacity run (benchmarks/capacity.py) writes its own section of results.md: keep it."""
-    from .capacity import SECTION, write_section  # capacity imports this module
+def keep_other_sections(previous: str, output: Path) -> None:
+    """The other benchmarks (capacity.py, crash.py, ...) write their own "## " sections of results.md:
+    keep them, as they were."""
+    from .capacity import write_section  # capacity imports this module
 
-    start = previous.find(SECTION)
-    if start >= 0:
-        end = previous.find("\n## ", start + len(SECTION))
-        write_section(previous[start : end + 1 if end >= 0 else None], output)
+    for section in previous.split("\n## ")[1:]:
+        write_section("## " + section.rstrip("\n") + "\n", output)
 
 
 if __name__ == "__main__":
