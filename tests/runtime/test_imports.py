@@ -63,7 +63,6 @@ def test_gunicorns_master_loads_the_sdk_and_its_client_before_the_port_opens(mon
         "client = unique_sdk.default_http_client\n"
         "assert client is not None, 'no client built'\n"
         "assert unique_sdk.APIRequestor(user_id=None, company_id=None)._client is client\n"
-        "conf['on_exit'](None)\n"
     )
     result = python(monorepo / APP, code)
     assert result.returncode == 0, result.stderr

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import unique_sdk
 from flask.testing import FlaskClient
-from sdk_runtime import dispatch
+from sdk_runtime import dispatch, webhook
 from sdk_runtime.events import USER_MESSAGE_CREATED, ChatRequest, Event
 from sdk_runtime.settings import RuntimeSettings
 from sdk_runtime.signing import sign
@@ -165,8 +166,17 @@ SIGNATURE_CASES: dict[str, SignatureCase] = {
 }
 
 
+# A well-formed signature made with another secret is what a wrong or rotated ENDPOINT_SECRET looks like:
+# 503, so the platform retries it (README, "The webhook"). Every other refusal is 401.
+MISMATCHES = {"wrong-secret", "other-body"}
+# Where the app deliberately decides otherwise than unique_sdk: the SDK accepts any delivery time in the
+# future; the app refuses one more than FUTURE_SKEW ahead (it alone dates an event without createdAt).
+STRICTER_THAN_THE_SDK = {"future-header"}
+
+
 @pytest.mark.parametrize("case", SIGNATURE_CASES)
 def test_the_app_and_unique_sdk_agree_on_every_signature(client: FlaskClient, recorder: Recorder, case: str) -> None:
+    """Vectors: unique_sdk.Webhook.construct_event (unique_sdk/_webhook.py), the installed SDK itself."""
     body = json.dumps(event()).encode()
     signature, created_at = SIGNATURE_CASES[case](body, now_seconds())
     headers = {"Content-Type": "application/json"}
@@ -174,7 +184,9 @@ def test_the_app_and_unique_sdk_agree_on_every_signature(client: FlaskClient, re
         headers["X-Unique-Signature"] = signature
     if created_at is not None:
         headers["X-Unique-Created-At"] = created_at
-    expected = 202 if sdk_accepts(body, signature, created_at) else 401
+    accepted = sdk_accepts(body, signature, created_at)
+    assert accepted == (case in {"good"} | STRICTER_THAN_THE_SDK), "the SDK's own decision changed"
+    expected = 202 if accepted and case not in STRICTER_THAN_THE_SDK else 503 if case in MISMATCHES else 401
     assert (case, post(client, body, headers).status_code) == (case, expected)
     handled = recorder.wait_for(1, timeout=10 if expected == 202 else 0.5)
     assert len(handled) == (1 if expected == 202 else 0)
@@ -265,6 +277,7 @@ def deep(levels: int) -> bytes:
         json.dumps(event()).replace('"createdAt": "', '"createdAt": NaN, "x": "').encode(),
         deep(50_000),
         '{"id": "é"}'.encode("latin-1"),
+        b'{"id": "x", "event": "e", "n": ' + b"1" * 4301 + b"}",
     ],
     ids=[
         "not-json",
@@ -279,6 +292,7 @@ def deep(levels: int) -> bytes:
         "created-at-nan",
         "deep-json-50k",
         "not-utf-8",
+        "number-over-4300-digits",
     ],
 )
 def test_a_signed_malformed_body_is_a_bad_request(client: FlaskClient, recorder: Recorder, body: bytes) -> None:
@@ -307,6 +321,129 @@ def test_a_body_over_the_limit_gets_413_without_being_read(make_app: AppFactory,
     assert "1024 bytes" in reply_of(response)["error"]
     small = app.test_client().post("/webhook", data=b"x" * 1025, headers={"Content-Type": "application/json"})
     assert small.status_code == 413
+
+
+def test_an_event_id_with_a_lone_surrogate_is_logged_as_valid_utf8(
+    client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON may escape a lone surrogate (`"\\ud800"`), which UTF-8 cannot encode: the log line that names
+    the event id (here: the module-name mismatch) is still written, escaped, and the answer is unchanged."""
+    data = event(module="another_module", id="evt_\ud800")
+    response = post(client, *signed(data))
+    assert (response.status_code, reply_of(response)["status"]) == (200, "ignored")
+    out = capsys.readouterr()
+    [line] = [line for line in out.out.splitlines() if "ignored: it is for module 'another_module'" in line]
+    assert "evt_\\ud800" in line
+    line.encode("utf-8")  # valid UTF-8: no surrogate left in the line
+    assert "Logging error" not in out.err
+
+
+# ---- A wrong or rotated secret: retried, logged, and a rotation window ---------------------------
+
+
+def test_a_wrong_secret_gets_503_so_events_are_saved_once_the_secret_is_fixed(
+    make_app: AppFactory, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The platform signs with a new secret the app does not have yet: 503 (the platform retries), and
+    the retry after the redeploy with the right secret is handled (not refused as a duplicate)."""
+    ids = str(tmp_path / "ids")
+    stale = make_app(runtime_settings(endpoint_secret="the-old-secret", delivered_ids_dir=ids), recorder)
+    data = event()
+    body, headers = signed(data, secret="the-new-secret")
+    response = post(stale.test_client(), body, headers)
+    assert (response.status_code, reply_of(response)["status"]) == (503, "signature mismatch")
+    assert int(response.headers["Retry-After"]) > 0
+    assert "wrong secret" in reply_of(response)["error"]
+    fixed = make_app(runtime_settings(endpoint_secret="the-new-secret", delivered_ids_dir=ids), recorder)
+    assert post(fixed.test_client(), body, headers).status_code == 202
+    assert [e.id for e in recorder.wait_for(1)] == [data["id"]]
+
+
+@pytest.mark.parametrize(
+    ("signature", "status"),
+    [(None, 401), ("not-hex", 401), ("A" * 64, 401), ("0" * 64, 503)],
+    ids=["missing", "not-hex", "uppercase", "well-formed-other-secret"],
+)
+def test_only_a_well_formed_signature_of_another_secret_is_retried(
+    client: FlaskClient, recorder: Recorder, signature: str | None, status: int
+) -> None:
+    """A missing or malformed signature is no configuration mistake of this app: 401, never retried."""
+    body, headers = signed(event())
+    del headers["X-Unique-Signature"]
+    if signature is not None:
+        headers["X-Unique-Signature"] = signature
+    assert post(client, body, headers).status_code == status
+    assert recorder.wait_for(1, timeout=0.3) == []
+
+
+def test_a_wrong_secret_is_logged_at_most_once_a_minute_with_a_count(
+    make_app: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = [1000.0]
+    app = make_app(runtime_settings(), Recorder())
+    app.extensions["webhook"] = replace(
+        app.extensions["webhook"], mismatches=webhook.MismatchLog(clock=lambda: clock[0])
+    )
+    client = app.test_client()
+
+    def mismatches(count: int) -> list[str]:
+        for _ in range(count):
+            assert post(client, *signed(event(), secret="wrong")).status_code == 503
+        return [line for line in capsys.readouterr().out.splitlines() if "signed with another secret" in line]
+
+    [first] = mismatches(5)
+    assert "1 deliveries" in first
+    assert "UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS" in first
+    clock[0] += 59
+    assert mismatches(3) == []
+    clock[0] += 1
+    [later] = mismatches(1)
+    assert "8 deliveries" in later  # the 7 not logged, and this one
+
+
+@pytest.mark.parametrize("signed_with", ["current", "previous"])
+def test_during_a_rotation_the_previous_secret_verifies_too(
+    make_app: AppFactory, recorder: Recorder, signed_with: str
+) -> None:
+    settings = RuntimeSettings.from_env(
+        {"UNIQUE_APP_ENDPOINT_SECRET": "current", "UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS": "previous"}
+    )
+    app = make_app(replace(settings, module_names=(MODULE,)), recorder)
+    assert post(app.test_client(), *signed(event(), secret=signed_with)).status_code == 202
+    assert post(app.test_client(), *signed(event(), secret="neither")).status_code == 503
+    assert len(recorder.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS": "old"}, {"ENDPOINT_SECRET_PREVIOUS": "old"}],
+    ids=["toolkit-style", "sdk-style"],
+)
+def test_the_previous_secret_is_read_under_both_names(env: dict[str, str]) -> None:
+    settings = RuntimeSettings.from_env({"ENDPOINT_SECRET": "new", **env})
+    assert settings.endpoint_secrets == ("new", "old")
+    assert "old" not in repr(settings)
+
+
+# ---- Replays: the record survives a restart, and an unsigned delivery time cannot stretch it -------
+
+
+@pytest.mark.parametrize(("ahead", "status"), [(60, 202), (3600, 401)], ids=["a-minute-ahead", "an-hour-ahead"])
+def test_without_a_signed_created_at_the_delivery_time_may_not_be_far_ahead(
+    client: FlaskClient, ahead: int, status: int
+) -> None:
+    data = event()
+    del data["createdAt"]
+    body, headers = signed(data, created_at=int(time.time()) + ahead)
+    assert post(client, body, headers).status_code == status
+
+
+def test_the_replay_record_outlives_every_accepted_delivery_time(make_app: AppFactory, recorder: Recorder) -> None:
+    """An event without createdAt, delivered with a time FUTURE_SKEW ahead, stays fresh for
+    WEBHOOK_MAX_AGE + FUTURE_SKEW: its id must be remembered at least that long."""
+    app = make_app(runtime_settings(), recorder)
+    ttl = app.extensions["webhook"].delivered._ttl
+    assert ttl >= RuntimeSettings().webhook_max_age + webhook.FUTURE_SKEW.total_seconds()
 
 
 # ---- No secret, no processing ------------------------------------------------------------------
