@@ -16,13 +16,15 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
-from sdk_runtime.queueing import StorageSettings
+from sdk_runtime.dispatch import HandlerPool
+from sdk_runtime.queueing import KEEP_DAYS, UNDATED, EventQueue, StorageSettings
 from sdk_runtime.testing import FakePlatform, Recorded
 
 from tools.azurite import Azurite
@@ -303,3 +305,19 @@ def test_in_azure_the_app_reaches_its_account_with_the_managed_identity() -> Non
     assert (table.url, table.table_name) == ("https://bankchats.table.core.windows.net", TABLE)
     assert isinstance(queue.credential, ManagedIdentityCredential)
     assert isinstance(table.credential, ManagedIdentityCredential)
+
+
+@pytest.mark.slow
+def test_the_hourly_sweep_keeps_recent_records_of_events_without_a_creation_date(azurite: Azurite) -> None:
+    """Records of done deliveries are removed KEEP_DAYS after their event's day; an event without createdAt
+    has no day, and its record is kept as long (by when it was written), so a late repeat still runs once."""
+    queue = QueueClient.from_connection_string(azurite.connection_string, QUEUE)
+    table = TableClient.from_connection_string(azurite.connection_string, TABLE)
+    table.create_table()
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    long_ago = (datetime.now(UTC) - timedelta(days=KEEP_DAYS + 1)).strftime("%Y%m%d")
+    for day in (UNDATED, today, long_ago):
+        table.create_entity({"PartitionKey": day, "RowKey": "a" * 64, "State": "done"})
+    pool = HandlerPool(threads=1, handler_timeout=5)
+    EventQueue(lambda: (queue, table), pool, lambda _event: None, handler_timeout=5)._sweep()
+    assert sorted(e["PartitionKey"] for e in table.list_entities()) == sorted([UNDATED, today])
