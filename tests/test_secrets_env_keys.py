@@ -67,7 +67,8 @@ def test_off_by_default_leaves_no_trace(monorepo: Path) -> None:
         if name.startswith("scripts/") or name == "APPS.md":
             continue  # the scripts understand both layouts; APPS.md says how to switch it on
         text = data.decode("utf-8", errors="replace")
-        assert "age_key_per_environment" not in text and "age_environment_keys" not in text, name
+        assert "age_key_per_environment" not in text, name
+        assert "age_environment_keys" not in text, name
     rules = yaml.safe_load((monorepo / ".sops.yaml").read_text())["creation_rules"]
     assert len(rules) == 1
     assert "age_key_per_environment" not in (monorepo / APP / ".copier-answers.yml").read_text()
@@ -131,7 +132,9 @@ def test_doctor_flags_settings_and_rules_that_disagree(env_keys_repo: Path, keys
 
 
 @pytest.mark.slow
-def test_rotate_one_environment_leaves_the_others_to_their_keys(env_keys_repo: Path, keys: Keys, tmp_path: Path) -> None:
+def test_rotate_one_environment_leaves_the_others_to_their_keys(
+    env_keys_repo: Path, keys: Keys, tmp_path: Path
+) -> None:
     repo = env_keys_repo
     dev_before = (repo / APP / ".env.dev.enc").read_bytes()
     key_file = tmp_path / "keys.txt"
@@ -140,7 +143,7 @@ def test_rotate_one_environment_leaves_the_others_to_their_keys(env_keys_repo: P
     assert "gh secret set AGE_PRIVATE_KEY --env prod" in result.stdout
     [public] = re.findall(r"rotated the key of environment 'prod' to (age1\w{58})", result.stdout)
     new_prod = AgeKey(private=key_file.read_text().splitlines()[-1], public=public)
-    assert new_prod.public.startswith("age1") and new_prod.private.startswith("AGE-SECRET-KEY-1")
+    assert new_prod.private.startswith("AGE-SECRET-KEY-1")
     prod = repo / APP / ".env.prod.enc"
     assert recipients(prod) == {new_prod.public}
     assert decrypts(prod, new_prod) == "API_KEY=prod-api-key\n"
@@ -150,13 +153,16 @@ def test_rotate_one_environment_leaves_the_others_to_their_keys(env_keys_repo: P
     assert decrypts(repo / APP / ".env.dev.enc", keys.dev) == "API_KEY=dev-api-key\n"
     for name in (".sops.yaml", ".sdk-deploy.yml", f"{APP}/.copier-answers.yml"):
         text = (repo / name).read_text()
-        assert keys.prod.public not in text and new_prod.public in text, name
+        assert keys.prod.public not in text, name
+        assert new_prod.public in text, name
         assert keys.dev.public in text, name
     assert keys.repo.public in (repo / ".sops.yaml").read_text()
     assert guard(repo, f"{APP}/.env.dev.enc", f"{APP}/.env.prod.enc").returncode == 0
 
 
-def test_rotate_one_environment_changes_nothing_without_its_key(env_keys_repo: Path, keys: Keys, tmp_path: Path) -> None:
+def test_rotate_one_environment_changes_nothing_without_its_key(
+    env_keys_repo: Path, keys: Keys, tmp_path: Path
+) -> None:
     """All or nothing: with the dev key only, prod's rotation fails before anything is written."""
     before = files_of(env_keys_repo)
     key_file = tmp_path / "keys.txt"
@@ -229,3 +235,43 @@ def test_a_second_app_follows_the_repositorys_keys(env_keys_repo: Path, keys: Ke
     with pytest.raises(ValueError, match="keys per environment are other ones"):
         render(repo, {"app_name": "fourth_app", "per_environment_env_files": True, "age_environment_keys": other})
 
+
+@pytest.mark.slow
+def test_switching_an_existing_monorepo_on_as_apps_md_says(tmp_path: Path, keys: Keys) -> None:
+    """APPS.md "A key per environment", steps 2 to 4, on a monorepo that encrypted dev and prod for
+    the repository key: afterwards each file opens with its environment's key only."""
+    import copier
+
+    repo = new_monorepo(tmp_path / "repo", answers(keys.repo, per_environment_env_files=True))
+    for env in ("dev", "prod"):
+        (repo / APP / f".env.{env}").write_text(f"API_KEY={env}-api-key\n")
+        secrets(repo, "encrypt", APP, env)
+    commit_all(repo, "Settings for the repository key")
+    assert decrypts(repo / APP / ".env.prod.enc", keys.repo) == "API_KEY=prod-api-key\n"
+    mapping = {"dev": keys.dev.public, "prod": keys.prod.public}
+    settings = repo / ".sdk-deploy.yml"
+    block = "age_key_per_environment: true\nage_environment_keys:\n" + "".join(
+        f"  {e}: {k}\n" for e, k in mapping.items()
+    )
+    settings.write_text(settings.read_text() + block)  # step 2
+    commit_all(repo, "Keys per environment")
+    copier.run_update(  # step 3
+        repo,
+        answers_file=f"{APP}/.copier-answers.yml",
+        data={"age_key_per_environment": True, "age_environment_keys": mapping},
+        defaults=True, overwrite=True, unsafe=False, quiet=True, vcs_ref="HEAD",
+    )  # fmt: skip
+    assert len(yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]) == 3
+    commit_all(repo, "Update")
+    found = doctor(repo, *SOPS_TOOLS)
+    found.finds(f"{APP}/.env.prod.enc", "not for the key of environment 'prod'", f"encrypt {APP} prod")
+    for env in ("dev", "prod"):  # step 4
+        (repo / APP / f".env.{env}").unlink()
+        secrets(repo, "decrypt", APP, env, SOPS_AGE_KEY=keys.repo.private)
+        secrets(repo, "encrypt", APP, env)
+    commit_all(repo, "Settings for the keys per environment")
+    assert decrypts(repo / APP / ".env.prod.enc", keys.prod) == "API_KEY=prod-api-key\n"
+    assert decrypts(repo / APP / ".env.prod.enc", keys.repo) is None
+    assert decrypts(repo / APP / ".env.prod.enc", keys.dev) is None
+    assert not [line for line in doctor(repo, *SOPS_TOOLS).problems if ".env." in line]
+    assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
