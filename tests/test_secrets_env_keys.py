@@ -193,13 +193,13 @@ BAD_RECIPIENTS = {
     "missing-environment": (lambda k: {"dev": k.dev.public}, "age_environment_keys has no key for 'prod'"),
     "typo": (
         lambda k: {"dev": k.dev.public, "prod": k.prod.public[:-1] + ("q" if k.prod.public[-1] != "q" else "p")},
-        "age_environment_keys.prod: This age public key has a typo",
+        "age_environment_keys.prod is not an age public key:\nThis age public key has a typo",
     ),
     "private-key": (
         lambda k: {"dev": k.dev.public, "prod": k.prod.private},
-        "age_environment_keys.prod: That is an age PRIVATE key",
+        "age_environment_keys.prod is not an age public key:\nThat is an age PRIVATE key",
     ),
-    "not-a-key": (lambda k: {"dev": k.dev.public, "prod": "prod-key"}, "age_environment_keys.prod: Not an age"),
+    "not-a-key": (lambda k: {"dev": k.dev.public, "prod": "prod-key"}, "age_environment_keys.prod is not an age public key:\nNot an age"),
     "shared": (lambda k: {"dev": k.dev.public, "prod": k.dev.public}, "has the key of another environment"),
     "repository-key": (lambda k: {"dev": k.repo.public, "prod": k.prod.public}, "dev is the repository key"),
     "not-a-mapping": (lambda k: [k.dev.public, k.prod.public], "must map each environment to its age public key"),
