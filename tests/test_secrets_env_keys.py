@@ -199,7 +199,10 @@ BAD_RECIPIENTS = {
         lambda k: {"dev": k.dev.public, "prod": k.prod.private},
         "age_environment_keys.prod is not an age public key:\nThat is an age PRIVATE key",
     ),
-    "not-a-key": (lambda k: {"dev": k.dev.public, "prod": "prod-key"}, "age_environment_keys.prod is not an age public key:\nNot an age"),
+    "not-a-key": (
+        lambda k: {"dev": k.dev.public, "prod": "prod-key"},
+        "age_environment_keys.prod is not an age public key:\nNot an age",
+    ),
     "shared": (lambda k: {"dev": k.dev.public, "prod": k.dev.public}, "has the key of another environment"),
     "repository-key": (lambda k: {"dev": k.repo.public, "prod": k.prod.public}, "dev is the repository key"),
     "not-a-mapping": (lambda k: [k.dev.public, k.prod.public], "must map each environment to its age public key"),
@@ -212,6 +215,8 @@ def test_copier_refuses_bad_recipients(tmp_path: Path, keys: Keys, case: str) ->
     with pytest.raises(ValueError, match="age_environment_keys") as refused:
         render(tmp_path / "out", keys.data(age_environment_keys=make(keys)))
     assert message in str(refused.value)
+    first_line = str(refused.value).split(": ", 1)[-1].splitlines()[0]
+    assert len(first_line) <= 80, f"copier shows one line at the prompt; this one is cut: {first_line!r}"
     assert str(refused.value).splitlines()[0].startswith("Validation error for question 'age_environment_keys'")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing is written"
 
