@@ -93,12 +93,19 @@ def key_files(root: Path, old: str, environment: str | None = None) -> dict[Path
     return {path: path.read_text(encoding="utf-8") for path in named if old in path.read_text(encoding="utf-8")}
 
 
-def env_files(root: Path, old: str) -> list[Path]:
-    """Every app's non-empty encrypted env files encrypted for `old`, relative to `root` (with one key
-    per environment, the other keys' files stay as they are)."""
+def env_files(root: Path, others: set[str]) -> list[Path]:
+    """Every app's non-empty encrypted env files, relative to `root`, but those encrypted for `others`
+    only (with one key per environment: the other environments' files, which stay as they are). A file
+    for a key that is none of the repository's is kept in the list: it cannot be decrypted, and so stops
+    the rotation before anything is written."""
     apps = [path.parent for path in sorted(root.glob(f"*/{ANSWERS}"))]
     found = [p for app in apps for p in sorted([*app.glob(".env.enc"), *app.glob(".env.*.enc")])]
-    return [path.relative_to(root) for path in found if path.stat().st_size > 0 and old in path.read_text()]
+    moved = []
+    for path in (p for p in found if p.stat().st_size > 0):
+        recipients = set(AGE_PUBLIC_KEY.findall(path.read_text()))
+        if not recipients or not recipients <= others:
+            moved.append(path.relative_to(root))
+    return moved
 
 
 def reencrypted(root: Path, files: list[Path], sops_config: str) -> dict[Path, str]:
@@ -170,7 +177,8 @@ def rotate(root: Path, new: str | None, environment: str | None = None) -> str:
     if any(new in text for text in texts.values()):
         raise SecretsError(f"{new} is already one of the repository's keys: each environment needs its own")
     changes = {path: text.replace(old, new) for path, text in texts.items()}
-    files = env_files(root, old)
+    settings = (root / SETTINGS).read_text()
+    files = env_files(root, {current_key(root), *environment_keys(settings).values()} - {old})
     changes.update(reencrypted(root, files, changes[root / ".sops.yaml"]))
     saved = f"; its private key was appended to {save_private_key(new, private)}" if private else ""
     try:
