@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -834,3 +835,37 @@ def test_env_example_stays_out_of_every_image(monorepo: Path) -> None:
             assert spec.match_file(path), f"{path} reaches the image through {ignore_file}"
     gitignore = pathspec.PathSpec.from_lines("gitignore", (monorepo / APP / ".gitignore").read_text().splitlines())
     assert not gitignore.match_file(".env.example")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_env_example_never_reaches_a_real_build_context(monorepo: Path, tmp_path: Path) -> None:
+    """A real `docker build` of the app folder with the classic builder, which reads <app>/.dockerignore
+    (BuildKit reads Dockerfile.dockerignore, the same rules: test_docker.py; this machine has no buildx):
+    .env.example and plain env files stay out, the encrypted env files and the code go in. FROM scratch:
+    nothing is pulled."""
+    from tools.images import engine_problem
+
+    if problem := engine_problem():
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but no engine: {problem}", pytrace=False)
+        pytest.skip(f"needs a Docker engine: {problem}")
+    context = tmp_path / "context"
+    run("cp", "-r", monorepo / APP, context)
+    (context / ".env.deploy").write_text("API_KEY=plain\n")
+    dockerfile = tmp_path / "build" / "Dockerfile"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text("FROM scratch\nCOPY . /context/\n")
+    tag = "sdk-deploy-template-test/env-example"
+    run("docker", "build", "--quiet", "-t", tag, "-f", dockerfile, context, DOCKER_BUILDKIT="0")
+    container = run("docker", "create", tag, "none").stdout.strip()
+    try:
+        exported = subprocess.run(["docker", "export", container], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+            names = {name.removeprefix("context/") for name in archive.getnames() if name.startswith("context/")}
+    finally:
+        run("docker", "rm", container)
+        run("docker", "rmi", tag, check=False)
+    assert ".env.example" not in names
+    assert ".env.deploy" not in names
+    assert {".env.enc", "pyproject.toml", f"{APP}/handler.py"} <= names
