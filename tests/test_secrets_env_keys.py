@@ -280,3 +280,15 @@ def test_switching_an_existing_monorepo_on_as_apps_md_says(tmp_path: Path, keys:
     assert decrypts(repo / APP / ".env.prod.enc", keys.dev) is None
     assert not [line for line in doctor(repo, *SOPS_TOOLS).problems if ".env." in line]
     assert run("python3", "scripts/check_secrets.py", "--all", cwd=repo, check=False).returncode == 0
+
+
+def test_doctor_names_a_team_rule_that_overrides_an_environments_key(env_keys_repo: Path, keys: Keys) -> None:
+    """An adoption keeps the team's own .sops.yaml rules first; one matching .env.<env> wins over the
+    environment's key (sops takes the first rule that matches), and doctor says so."""
+    config = env_keys_repo / ".sops.yaml"
+    team_rule = f"  - path_regex: \\.env\\.prod$\n    age: {keys.repo.public}\n"
+    config.write_text(config.read_text().replace("creation_rules:\n", "creation_rules:\n" + team_rule, 1))
+    commit_all(env_keys_repo, "a team rule first")
+    doctor(env_keys_repo).finds(
+        ".sdk-deploy.yml", f"age_environment_keys.prod is {keys.prod.public}, but .sops.yaml encrypts", "update"
+    )
