@@ -314,7 +314,7 @@ def test_image_builds_and_holds_only_what_it_should(
     assert found["poetry_cmd"] is None
     assert found["compilers"] == []
     assert "tests" not in found["app"], "the app's tests must not be in the image"
-    assert {".dockerignore", "docker-compose.yaml", ".copier-answers.yml"}.isdisjoint(found["app"])
+    assert {".dockerignore", "docker-compose.yaml", ".copier-answers.yml", ".env.example"}.isdisjoint(found["app"])
     assert not found["venv_planted"], "the context's .venv reached the image"
     assert "home = /usr/local/bin" in found["venv_cfg"]  # the deps stage's venv, on the image's own Python
     assert found["uid"] == APP_UID, "the image must run as its non-root user"

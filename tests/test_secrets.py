@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -772,3 +773,99 @@ def test_rotate_key_puts_back_what_it_wrote_when_a_write_fails(
     assert files_of(repo) == before
     for name in ("rotate_key", "env_secrets"):
         sys.modules.pop(name, None)
+
+
+# ---- .env.example: committed, never in an image (issue 20 item 5) ----------------------------
+
+# Values the guard refuses in .env.example, by the name (secret-like) or by the value (credentials).
+REAL_EXAMPLE_VALUES = {
+    "API_KEY": "sk-live-4f9a8b7c6d5e",
+    "UNIQUE_APP_KEY": "ukey_2c1d9f0e",
+    "ENDPOINT_SECRET": "whsec_8d7e6f5a4b3c",
+    "UNIQUE_APP_ENDPOINT_SECRET": '"whsec_8d7e6f5a4b3c"',
+    "GITHUB_TOKEN": "ghp_abcdef0123456789",
+    "DB_PASSWORD": "hunter2",
+    "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=Zm9vYmFy==",
+    "REDIS_URL": "redis://cache:s3cr3t@redis.example.com:6379/0",  # not a secret-like name: the value tells
+}
+PLACEHOLDER_VALUES = ["", "<your API key>", "change-me", "CHANGEME", "xxx", "XXXXXXXX", "your-api-key", "...", '""']
+
+
+def test_guard_refuses_real_looking_secrets_in_env_example(repo: Path) -> None:
+    example = repo / APP / ".env.example"
+    assert guard(repo, f"{APP}/.env.example").returncode == 0, "the template's own .env.example passes"
+    lines = [f"{name}={value}" for name, value in REAL_EXAMPLE_VALUES.items()]
+    lines.insert(3, f"# SOPS_KEY={REAL_EXAMPLE_VALUES['API_KEY']}")  # a commented-out line is committed too
+    example.write_text(example.read_text() + "\n".join(lines) + "\n")
+    result = guard(repo, f"{APP}/.env.example")
+    assert result.returncode == 1
+    problems = result.stderr.splitlines()[:-1]
+    named = sorted(line.split(": ")[2].split(" ")[0] for line in problems)
+    assert named == sorted([*REAL_EXAMPLE_VALUES, "SOPS_KEY"]), result.stderr
+    assert all(line.startswith(f"{APP}/.env.example: line ") for line in problems), "one line names file and line"
+    assert all("leave it empty or write a placeholder: <...>, change-me" in line for line in problems)
+    for value in REAL_EXAMPLE_VALUES.values():
+        assert value.strip('"') not in result.stderr, "the value is never quoted"
+
+
+def test_guard_accepts_placeholders_and_plain_settings_in_env_example(repo: Path) -> None:
+    example = repo / APP / ".env.example"
+    lines = [f"API_KEY_{n}={value}" for n, value in enumerate(PLACEHOLDER_VALUES)]
+    lines += [
+        "AZURE_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true",  # Azurite, the local emulator
+        "UNIQUE_API_BASE_URL=https://gateway.unique.app",  # not secret-like, no credentials
+        "UNIQUE_AUTH_COMPANY_ID=company-123",
+        "MAX_TOKENS_PER_ANSWER=<a number>",
+        "LOG_LEVEL=INFO  # a comment",
+        "KEYWORDS=finance,news",
+    ]
+    example.write_text(example.read_text() + "\n".join(lines) + "\n")
+    result = guard(repo, f"{APP}/.env.example")
+    assert result.returncode == 0, result.stderr
+
+
+def test_env_example_stays_out_of_every_image(monorepo: Path) -> None:
+    """All three ignore files (production, local, the app's) leave .env.example out of the build context,
+    in any case and in any folder; .gitignore keeps it (it is committed on purpose)."""
+    import pathspec
+
+    for ignore_file in ["Dockerfile.dockerignore", "Dockerfile.local.dockerignore", f"{APP}/.dockerignore"]:
+        spec = pathspec.PathSpec.from_lines("gitignore", (monorepo / ignore_file).read_text().splitlines())
+        for path in [".env.example", f"{APP}/.env.example", f"{APP}/.ENV.Example"]:
+            assert spec.match_file(path), f"{path} reaches the image through {ignore_file}"
+    gitignore = pathspec.PathSpec.from_lines("gitignore", (monorepo / APP / ".gitignore").read_text().splitlines())
+    assert not gitignore.match_file(".env.example")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_env_example_never_reaches_a_real_build_context(monorepo: Path, tmp_path: Path) -> None:
+    """A real `docker build` of the app folder with the classic builder, which reads <app>/.dockerignore
+    (BuildKit reads Dockerfile.dockerignore, the same rules: test_docker.py; this machine has no buildx):
+    .env.example and plain env files stay out, the encrypted env files and the code go in. FROM scratch:
+    nothing is pulled."""
+    from tools.images import engine_problem
+
+    if problem := engine_problem():
+        if os.environ.get("REQUIRE_DOCKER") == "1":
+            pytest.fail(f"REQUIRE_DOCKER=1 but no engine: {problem}", pytrace=False)
+        pytest.skip(f"needs a Docker engine: {problem}")
+    context = tmp_path / "context"
+    run("cp", "-r", monorepo / APP, context)
+    (context / ".env.deploy").write_text("API_KEY=plain\n")
+    dockerfile = tmp_path / "build" / "Dockerfile"
+    dockerfile.parent.mkdir()
+    dockerfile.write_text("FROM scratch\nCOPY . /context/\n")
+    tag = "sdk-deploy-template-test/env-example"
+    run("docker", "build", "--quiet", "-t", tag, "-f", dockerfile, context, DOCKER_BUILDKIT="0")
+    container = run("docker", "create", tag, "none").stdout.strip()
+    try:
+        exported = subprocess.run(["docker", "export", container], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(exported)) as archive:
+            names = {name.removeprefix("context/") for name in archive.getnames() if name.startswith("context/")}
+    finally:
+        run("docker", "rm", container)
+        run("docker", "rmi", tag, check=False)
+    assert ".env.example" not in names
+    assert ".env.deploy" not in names
+    assert {".env.enc", "pyproject.toml", f"{APP}/handler.py"} <= names

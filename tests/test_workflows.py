@@ -365,3 +365,20 @@ def test_template_updates_workflow_is_least_privilege(monorepo: Path) -> None:
     )
     for path in workflows(monorepo):
         assert "pull_request_target" not in load_yaml(path)[True], path.name
+
+
+def test_keys_per_environment_keep_workflows_valid_and_clean(tmp_path: Path) -> None:
+    """With one age key per environment each deploy job names its GitHub environment, whose secret
+    AGE_PRIVATE_KEY it takes; the workflows stay schema-valid and zizmor-clean."""
+    from .conftest import new_age_key
+
+    keys = {"dev": new_age_key().public, "prod": new_age_key().public}
+    data = {"per_environment_env_files": True, "age_key_per_environment": True, "age_environment_keys": keys}
+    repo = new_monorepo(tmp_path / "repo", answers(new_age_key(), **data))
+    files = workflows(repo)
+    run(require_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files)
+    result = run(require_tool("zizmor"), "--offline", "--no-progress", repo / ".github/workflows", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for env in keys:
+        deploy = load_yaml(repo / f".github/workflows/{APP}.{env}.deploy.yaml")["jobs"]["deploy"]
+        assert deploy["environment"] == env
