@@ -101,17 +101,29 @@ def test_env_secrets_decrypt_needs_that_environments_key(env_keys_repo: Path, ke
     assert (env_keys_repo / APP / ".env.prod").read_text() == "API_KEY=prod-api-key\n"
 
 
-def test_guard_and_doctor_flag_a_file_encrypted_for_another_environments_key(env_keys_repo: Path) -> None:
+def test_doctor_flags_a_file_encrypted_for_another_environments_key(env_keys_repo: Path) -> None:
+    """Which rule of .sops.yaml applies is doctor's check (it reads YAML, and CI runs it); the guard (standard
+    library only) refuses keys .sops.yaml does not name, and lets an environment's key pass."""
     repo = env_keys_repo
     (repo / APP / ".env.prod.enc").write_text((repo / APP / ".env.dev.enc").read_text())  # dev's file as prod's
     commit_all(repo, "prod settings encrypted for the dev key")
-    result = guard(repo, f"{APP}/.env.prod.enc")
-    assert result.returncode == 1
-    assert "not for the key of environment 'prod' (.sops.yaml)" in result.stderr
-    assert f"re-encrypt it: uv run scripts/env_secrets.py encrypt {APP} prod" in result.stderr
+    assert guard(repo, f"{APP}/.env.prod.enc").returncode == 0
     doctor(repo, *SOPS_TOOLS).finds(
         f"{APP}/.env.prod.enc", "not for the key of environment 'prod'", f"env_secrets.py encrypt {APP} prod"
     )
+
+
+def test_the_guard_refuses_a_key_sops_yaml_does_not_name(env_keys_repo: Path) -> None:
+    repo = env_keys_repo
+    stranger = new_age_key().public
+    text = (repo / APP / ".env.dev.enc").read_text()
+    dev = next(line.split("=", 1)[1] for line in text.splitlines() if "__map_recipient=" in line)
+    (repo / APP / ".env.dev.enc").write_text(text.replace(dev, stranger))
+    commit_all(repo, "dev settings for a stranger's key")
+    result = guard(repo, f"{APP}/.env.dev.enc")
+    assert result.returncode == 1
+    assert f"encrypted for {stranger}, a key .sops.yaml does not name" in result.stderr
+    assert f"re-encrypt it: uv run scripts/env_secrets.py encrypt {APP} dev" in result.stderr
 
 
 def test_doctor_accepts_keys_per_environment_and_notes_what_your_key_cannot_read(
