@@ -495,7 +495,7 @@ CASES: dict[str, tuple[str, Make, str]] = {
     "enc-extra-recipient": (
         f"{APP}/.env.enc",
         lambda r, k: encrypted_for(r, k, new_age_key()),
-        "other recipients: age1",
+        "a key .sops.yaml does not name",
     ),
     "key-in-key-file": (
         "key.txt",
