@@ -177,6 +177,28 @@ def test_a_large_body_gets_413_before_it_is_sent(serve: ServerFactory) -> None:
     assert b"1048576 bytes" in answer
 
 
+def test_a_large_body_sent_in_full_still_reads_the_413(serve: ServerFactory) -> None:
+    """A client that sends its whole 2 MiB body before it reads (http.client, requests, a proxy) gets the 413,
+    not a reset: the worker shuts its write side, then reads and drops the rest before it closes (lingering
+    close, as nginx does). The body goes in 64 KiB pieces, as over a network slower than loopback, so the
+    worker has answered while the client still sends."""
+    server = serve()
+    piece, pieces = b"x" * 65536, 32
+
+    def body() -> Iterator[bytes]:
+        for _ in range(pieces):
+            yield piece
+            time.sleep(0.005)
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("POST", "/webhook", body=body(), headers={"Content-Length": str(len(piece) * pieces)})
+    response = connection.getresponse()
+    assert response.status == 413
+    assert b"1048576 bytes" in response.read()
+    connection.close()
+    assert server.health() == 200
+
+
 def test_unfinished_requests_beyond_the_worker_budget_get_503(serve: ServerFactory) -> None:
     """One worker holds at most 64 MiB of requests still arriving; beyond it: 503, which the platform retries."""
     server = serve(GUNICORN_WORKERS="1")

@@ -47,6 +47,8 @@ RECEIVE_SIZE = 64 * 1024
 BUFFER_BUDGET = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds; beyond it: 503, retried
 SHUTDOWN_MARGIN = 1.0  # seconds left after the handler drain to log and exit before gunicorn's SIGKILL
 QUICK_STOP = 1.0  # SIGINT/SIGQUIT: gunicorn kills the worker 2 s later
+LINGER_SECONDS = 5.0  # after a refusal, read and discard what the client still sends, this long at most
+LINGER_BYTES = 4 * 1024 * 1024  # ... and this much at most (nginx: lingering_time, lingering_timeout)
 _REASONS = {413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
@@ -159,6 +161,7 @@ class BufferedConn(TConn):  # type: ignore[misc]  # gunicorn has no type hints
         self.buffer = bytearray()
         self.deadline = 0.0
         self.continued = False
+        self.discarded = 0  # bytes read and dropped after a refusal (lingering close)
 
 
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -179,6 +182,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.reading: deque[BufferedConn] = deque()  # by deadline: each gets now + read_timeout
         self.body_limit = DEFAULT_BODY_LIMIT
         self.buffered = 0  # bytes held in the buffers of `reading`
+        self.lingering: deque[BufferedConn] = deque()  # refused, answered, draining: by deadline
         self.drain_deadline: float | None = None
         dispatch.set_drain_budget(self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         super().init_process()  # loads the app, then runs until stopped
@@ -267,6 +271,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             conn = self.reading[0]
             self.log.info("closed %s: no complete request within %g s", conn.client, self.read_timeout)
             self._close(conn)
+        while self.lingering and self.lingering[0].deadline <= now:
+            self._end_linger(self.lingering[0])
 
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading.remove(conn)
@@ -292,7 +298,37 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             head += "Retry-After: 10\r\n"
         self._send_quietly(conn, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.log.warning("refused a request from %s: %d %s", conn.client, status, reason)
-        self._close(conn)
+        self._linger(conn)
+
+    # ---- Lingering close: the client reads the refusal instead of a reset -------------------------
+
+    def _linger(self, conn: BufferedConn) -> None:
+        """Close the way nginx does: the answer is sent, the write side shut, and what the client still
+        sends is read and dropped (bounded), so that closing never resets the answer away."""
+        self._stop_reading(conn)
+        conn.buffer = bytearray()
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
+
+    def _discard(self, conn: BufferedConn, _sock: object = None) -> None:
+        try:
+            data = conn.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.discarded += len(data)
+        if not data or conn.discarded > LINGER_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: BufferedConn) -> None:
+        self.lingering.remove(conn)
+        self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
 
     @staticmethod
     def _send_quietly(conn: BufferedConn, data: bytes) -> None:
