@@ -144,6 +144,23 @@ def raw_post(server: Server, body: bytes, headers: dict[str, bytes]) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+def test_health_answers_during_a_flood_of_idle_connections(serve: ServerFactory) -> None:
+    """2500 connections that send nothing, more than 2 workers x worker_connections (1000) hold: a worker at
+    its limit sheds its oldest connection without a complete request, so /health still gets in."""
+    server = serve()
+    flood = []
+    try:
+        for _ in range(2500):
+            flood.append(server.connect())
+        time.sleep(0.5)
+        statuses = [server.health(timeout=3) for _ in range(10)]
+    finally:
+        for sock in flood:
+            sock.close()
+    assert statuses == [200] * 10
+    assert "shed" in server.stop()
+
+
 def test_malformed_requests_get_4xx_and_no_traceback(serve: ServerFactory) -> None:
     server = serve()
     good_body, good = signed(event())

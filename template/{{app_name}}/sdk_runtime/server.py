@@ -9,12 +9,18 @@ hands it to a thread only when it is complete, so threads only ever run the app:
   connection is closed without an answer (a 4xx would make the platform drop a slow delivery);
 - a body over the app's MAX_CONTENT_LENGTH (WEBHOOK_MAX_BYTES) gets 413 before it is read, a head
   over 64 KiB gets 431, and a request that would take the worker's unfinished requests over 64 MiB
-  gets 503 (the platform retries);
+  gets 503 (the platform retries); a refusal closes the way nginx does (lingering close: the write
+  side is shut and what the client still sends is read and dropped, 5 s or 4 MiB at most), so a
+  client that sends its whole body first still reads the answer instead of a reset;
+- a worker at worker_connections (1000) keeps accepting and closes its oldest idle kept-alive
+  connection, else its oldest one without a complete request, so a flood of idle or trickling
+  connections cannot keep /health in the backlog (nginx reuses connections the same way);
 - on SIGTERM the app takes no new events (503) and its handler pool gets until graceful_timeout
   (less a second) for the events it acknowledged: those still unanswered near the end are completed
   with an apology (dispatch.py), and their ids are logged.
 
-It builds on ThreadWorker internals (accept, enqueue_req, finish_request, murder_pending, TConn, the
+It builds on ThreadWorker internals (accept, set_accept_enabled, enqueue_req, finish_request,
+murder_pending, keepalived_conns, TConn, the
 parser's unreader), which is why pyproject.toml pins gunicorn to one exact version (GUNICORN_VERSION;
 the tests check it, and the server warns at start when another one runs). TLS and HTTP/2 are refused
 at start: Azure's ingress ends TLS and speaks HTTP/1.1 to the app.
@@ -183,6 +189,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.body_limit = DEFAULT_BODY_LIMIT
         self.buffered = 0  # bytes held in the buffers of `reading`
         self.lingering: deque[BufferedConn] = deque()  # refused, answered, draining: by deadline
+        self.shed = 0  # connections closed to make room since the last log line
+        self.shed_logged = 0.0
         self.drain_deadline: float | None = None
         dispatch.set_drain_budget(self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         super().init_process()  # loads the app, then runs until stopped
@@ -204,6 +212,29 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             return
         self.nr_conns += 1
         self._read(BufferedConn(self.cfg, sock, client, listener.getsockname()))
+        if self.nr_conns > self.worker_connections:
+            self._shed_one()
+
+    # ---- A flood of idle connections: shed the oldest, as nginx reuses connections ------------------
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """At worker_connections gunicorn stops accepting, and /health waits in the backlog behind a flood;
+        this worker keeps accepting while it holds a connection it can shed instead (see _shed_one)."""
+        super().set_accept_enabled(enabled or (self.alive and bool(self.keepalived_conns or self.reading)))
+
+    def _shed_one(self) -> None:
+        """Close the oldest idle kept-alive connection, else the oldest without a complete request: those
+        a flood is made of (a request that has arrived is never shed)."""
+        if self.keepalived_conns:
+            conn = self.keepalived_conns.popleft()
+            self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+        elif self.reading:
+            self._close(self.reading[0])
+        else:
+            return
+        self.shed += 1
 
     def on_client_socket_readable(self, conn: BufferedConn, client: socket.socket) -> None:
         self.poller.unregister(client)
@@ -273,6 +304,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             self._close(conn)
         while self.lingering and self.lingering[0].deadline <= now:
             self._end_linger(self.lingering[0])
+        if self.shed and now - self.shed_logged >= 1:  # a flood logs a line a second, not one per connection
+            self.log.warning("shed %d idle connections: worker_connections (%d) reached", self.shed, self.nr_conns)
+            self.shed, self.shed_logged = 0, now
 
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading.remove(conn)
