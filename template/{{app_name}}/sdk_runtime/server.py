@@ -20,9 +20,9 @@ hands it to a thread only when it is complete, so threads only ever run the app:
   with an apology (dispatch.py), and their ids are logged.
 
 It builds on ThreadWorker internals (accept, set_accept_enabled, enqueue_req, finish_request,
-murder_pending, keepalived_conns, TConn, the
-parser's unreader), which is why pyproject.toml pins gunicorn to one exact version (GUNICORN_VERSION;
-the tests check it, and the server warns at start when another one runs). TLS and HTTP/2 are refused
+murder_pending, keepalived_conns, TConn, the parser's unreader), which is why pyproject.toml pins
+gunicorn to one exact version (GUNICORN_VERSION; the tests check it, and the server warns at start
+when another one runs). TLS and HTTP/2 are refused
 at start: Azure's ingress ends TLS and speaks HTTP/1.1 to the app.
 """
 
