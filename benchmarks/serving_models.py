@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +105,21 @@ class QuotaApp(InstalledApp):
             text=True,
             preexec_fn=enter_group,
         )
+
+
+def before_worker(revision: str, wrappers: Path) -> Target:
+    """The runtime's worker as it was at `revision`, importable as before_server.BufferingWorker."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:template/{{{{app_name}}}}/sdk_runtime/server.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (wrappers / "before_server.py").write_text(
+        source.replace("from . import dispatch", "from sdk_runtime import dispatch")
+    )
+    return Target("sdk_runtime.testing", "recording_app", "before_server.BufferingWorker")
 
 
 def open_flood(port: int, count: int) -> tuple[list[socket.socket], int]:
@@ -236,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floods", type=int, nargs="*", default=None)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--cpus", type=float, default=0.5)
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also serve with the BufferingWorker of this git revision (e.g. the last release)",
+    )
     args = parser.parse_args(argv)
     floods = args.floods or ([2000] if args.quick else [1000, 2000, 4000])
     with tempfile.TemporaryDirectory() as temporary, cpu_quota(args.cpus) as group:
@@ -246,13 +265,23 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *EXTRAS], check=True, capture_output=True)
         (installed.wrappers / "asgi_app.py").write_text(ASGI_APP)
         app = QuotaApp(installed.folder, installed.wrappers, group)
+        models = {name: MODELS[name] for name in args.models}
+        if args.before:
+            models = {f"BufferingWorker ({args.before})": before_worker(args.before, installed.wrappers), **models}
         quota = f"ran under a cgroup v1 CPU quota of {args.cpus:g} CPU" if group else "ran WITHOUT a CPU quota"
-        results = {}
-        for name in args.models:
+        results, failed = {}, {}
+        for name, target in models.items():
             print(f"{name} ...", file=sys.stderr, flush=True)
-            results[name] = measure(app, MODELS[name], floods, args.quick, work)
+            try:
+                results[name] = measure(app, target, floods, args.quick, work)
+            except (AssertionError, OSError, subprocess.SubprocessError, KeyError) as error:
+                failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                print(f"{name}: {failed[name]}", file=sys.stderr, flush=True)
+                continue
             print(row(name, results[name], floods), file=sys.stderr, flush=True)
     text = section(results, floods, quota)
+    if failed:
+        text += "\nNot measured (the run failed):\n\n" + "".join(f"- {n}: {e}\n" for n, e in failed.items())
     write_section(text)
     print(text)
     return 0
