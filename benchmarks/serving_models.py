@@ -12,7 +12,7 @@ gunicorn.conf.py (2 workers; 4 threads where the model has threads) by each mode
 - gunicorn's native ASGI worker, serving the WSGI app through a2wsgi (4 threads per worker);
 - uvicorn-worker (the maintained successor of uvicorn.workers), the same a2wsgi wrapper.
 
-gevent, uvicorn-worker and a2wsgi are installed into the app's environment for the run only (EXTRAS).
+gevent (and packaging, which gunicorn's gevent worker imports), uvicorn-worker and a2wsgi are installed into the app's environment for the run only (EXTRAS).
 The replica runs under a cgroup v1 CPU quota of 0.5 CPU when the machine allows one (root and
 /sys/fs/cgroup/cpu; the clients and probes stay outside it), else unconstrained and the report says so.
 Measured per model: /health under 16 slow clients; /health during a flood of N connections (half idle,
@@ -46,7 +46,7 @@ from .serving import InstalledApp, Target, install_app, probe_health
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results.md"
 SECTION = "## Serving models"
-EXTRAS = ["gevent==26.9.0", "uvicorn-worker==0.4.0", "a2wsgi==1.10.10"]
+EXTRAS = ["gevent==26.9.0", "packaging", "uvicorn-worker==0.4.0", "a2wsgi==1.10.10"]
 ASGI_APP = """
 from a2wsgi import WSGIMiddleware
 from sdk_runtime.testing import recording_app
@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results[name] = measure(app, target, floods, args.quick, work)
             except (AssertionError, OSError, subprocess.SubprocessError, KeyError) as error:
-                failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                lines = [line for line in str(error).splitlines() if line.strip()]
+                failed[name] = f"{type(error).__name__}: {' / '.join(lines[:1] + lines[-3:])}"
                 print(f"{name}: {failed[name]}", file=sys.stderr, flush=True)
                 continue
             print(row(name, results[name], floods), file=sys.stderr, flush=True)
