@@ -348,13 +348,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def keep_capacity_section(previous: str, output: Path) -> None:
-    """The capacity run (benchmarks/capacity.py) writes its own section of results.md: keep it."""
-    from .capacity import SECTION, write_section  # capacity imports this module
+    """The capacity run (benchmarks/capacity.py) and the serving-model run (benchmarks/serving_models.py)
+    write their own sections of results.md: keep them."""
+    from . import capacity, serving_models  # both import this module
 
-    start = previous.find(SECTION)
-    if start >= 0:
-        end = previous.find("\n## ", start + len(SECTION))
-        write_section(previous[start : end + 1 if end >= 0 else None], output)
+    for section, write_section in (
+        (capacity.SECTION, capacity.write_section),
+        (serving_models.SECTION, serving_models.write_section),
+    ):
+        start = previous.find(section)
+        if start >= 0:
+            end = previous.find("\n## ", start + len(section))
+            write_section(previous[start : end + 1 if end >= 0 else None], output)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ gunicorn.conf.py (2 workers; 4 threads where the model has threads) by each mode
 - gunicorn's native ASGI worker, serving the WSGI app through a2wsgi (4 threads per worker);
 - uvicorn-worker (the maintained successor of uvicorn.workers), the same a2wsgi wrapper.
 
-gevent (and packaging, which gunicorn's gevent worker imports), uvicorn-worker and a2wsgi are installed into the app's environment for the run only (EXTRAS).
+gevent (with packaging, which gunicorn's gevent worker imports), uvicorn-worker and a2wsgi are
+installed into the app's environment for this run only (EXTRAS).
 The replica runs under a cgroup v1 CPU quota of 0.5 CPU when the machine allows one (root and
 /sys/fs/cgroup/cpu; the clients and probes stay outside it), else unconstrained and the report says so.
 Measured per model: /health under 16 slow clients; /health during a flood of N connections (half idle,
