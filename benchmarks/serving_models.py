@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.serving_models            # every model, floods of 1000, 2000, 4000
     .venv/bin/python -m benchmarks.serving_models --quick    # shorter probes, one flood of 2000
+    .venv/bin/python -m benchmarks.serving_models --before v0.4.0   # also the worker of a past revision
 
 One generated app, rendered from this working tree and installed from its lock, served under its own
 gunicorn.conf.py (2 workers; 4 threads where the model has threads) by each model in turn:
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floods", type=int, nargs="*", default=None)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--cpus", type=float, default=0.5)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--before",
         metavar="REV",
@@ -263,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         key = str(pyrage.x25519.Identity.generate().to_public())
         installed = install_app(render_app(work, key), work)
         python = installed.folder / ".venv/bin/python"
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *EXTRAS], check=True, capture_output=True)
+        if any(MODELS[name].worker_class for name in args.models):  # not only the runtime's own worker
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *EXTRAS], check=True, capture_output=True)
         (installed.wrappers / "asgi_app.py").write_text(ASGI_APP)
         app = QuotaApp(installed.folder, installed.wrappers, group)
         models = {name: MODELS[name] for name in args.models}
@@ -284,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(results, floods, quota)
     if failed:
         text += "\nNot measured (the run failed):\n\n" + "".join(f"- {n}: {e}\n" for n, e in failed.items())
-    write_section(text)
+    write_section(text, args.output)
     print(text)
     return 0
 

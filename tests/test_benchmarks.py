@@ -55,3 +55,18 @@ def test_capacity_run_reports_every_burst_and_leaves_no_chat_blocked(tmp_path: P
     assert "## Images\n\nkept\n" in text  # the rest of results.md stays
     assert re.search(r"^\| 16 \| [^|]+ \| 16 \| 0 \| 0 \|", text, re.MULTILINE), text  # 2xx, 503, lost
     assert re.search(r"Shutdown: 64 events .*: 64 acknowledged, 64 messages completed .* 0 left blocked", text), text
+
+
+def test_serving_model_run_reports_the_runtime_worker_through_a_flood(tmp_path: Path) -> None:
+    """The serving-model comparison (benchmarks/serving_models.py), small: the runtime's own worker only, one
+    flood of 2500 connections. Behaviour only: every slow client is cut and no acknowledged event is lost."""
+    output = tmp_path / "results.md"
+    output.write_text("# Benchmark results\n\n## Images\n\nkept\n")
+    command = ["--quick", "--models", "BufferingWorker (runtime)", "--floods", "2500", "--output", output]
+    run(sys.executable, "-m", "benchmarks.serving_models", *command, cwd=TEMPLATE)
+    text = output.read_text()
+    assert "## Images\n\nkept\n" in text
+    assert "| flood 2500: /health failed, p99 |" in text, text
+    slow, flood = r"\d+/\d+, \d+ ms, cut 16/16", r"\d+/\d+, \d+ ms"
+    row = rf"^\| BufferingWorker \(runtime\) \| {slow} \| {flood} \| (\d+) ack, \1 done, \*\*0 lost"
+    assert re.search(row, text, re.MULTILINE), text
