@@ -211,16 +211,18 @@ def row(name: str, result: dict[str, object], floods: list[int]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def section(results: dict[str, dict[str, object]], floods: list[int], quota: str) -> str:
+def section(results: dict[str, dict[str, object]], floods: list[int], quota: str, settings: str) -> str:
     head = ["Model", "16 slow clients: /health failed, p99, slow cut"]
     head += [f"flood {count}: /health failed, p99" for count in floods]
     head += ["SIGTERM after a burst to a 5 s handler", "req/s /health / signed /webhook"]
     lines = [
         SECTION,
         "",
-        f"`python -m benchmarks.serving_models`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; the replica "
-        f"{quota}. /health probes one after another, 2 s timeout (a failure counts as 2000 ms). Floods: half "
-        "idle connections, half trickling a header that never ends. 0.2.0 (issue 18): " + BEFORE_FLOOD + ".",
+        f"`python -m benchmarks.serving_models{settings}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}; "
+        f"the replica {quota}. /health probes one after another, 2 s timeout (a failure counts as 2000 ms). "
+        "Floods: half idle connections, half trickling a header that never ends. 0.2.0 (issue 18): "
+        + BEFORE_FLOOD
+        + ".",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {failed[name]}", file=sys.stderr, flush=True)
                 continue
             print(row(name, results[name], floods), file=sys.stderr, flush=True)
-    text = section(results, floods, quota)
+    settings = (" --quick" if args.quick else "") + (f" --before {args.before}" if args.before else "")
+    text = section(results, floods, quota, settings)
     if failed:
         text += "\nNot measured (the run failed):\n\n" + "".join(f"- {n}: {e}\n" for n, e in failed.items())
     write_section(text, args.output)
