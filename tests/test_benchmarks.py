@@ -69,3 +69,18 @@ def test_crash_run_loses_nothing_with_azure_storage(tmp_path: Path) -> None:
     assert "## Capacity\n\nkept\n" in text
     assert re.search(r"^\| without Azure Storage \(the default\) \| 24 \| 24 \| 12 \| 12 \| 0 \|", text, re.M), text
     assert re.search(r"^\| with Azure Storage \(Azurite\) \| 24 \| 24 \| 12 \| 0 \| 0 \|", text, re.M), text
+
+
+def test_serving_model_run_reports_the_runtime_worker_through_a_flood(tmp_path: Path) -> None:
+    """The serving-model comparison (benchmarks/serving_models.py), small: the runtime's own worker only, one
+    flood of 2500 connections. Behaviour only: every slow client is cut and no acknowledged event is lost."""
+    output = tmp_path / "results.md"
+    output.write_text("# Benchmark results\n\n## Images\n\nkept\n")
+    command = ["--quick", "--models", "BufferingWorker (runtime)", "--floods", "2500", "--output", output]
+    run(sys.executable, "-m", "benchmarks.serving_models", *command, cwd=TEMPLATE)
+    text = output.read_text()
+    assert "## Images\n\nkept\n" in text
+    assert "| flood 2500: /health failed, p99 |" in text, text
+    slow, flood = r"\d+/\d+, \d+ ms, cut 16/16", r"\d+/\d+, \d+ ms"
+    row = rf"^\| BufferingWorker \(runtime\) \| {slow} \| {flood} \| (\d+) ack, \1 done, \*\*0 lost"
+    assert re.search(row, text, re.MULTILINE), text

@@ -491,7 +491,11 @@ CASES: dict[str, tuple[str, Make, str]] = {
     "enc-no-mac": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "sops_mac"), "no sops_mac"),
     "enc-no-recipient": (f"{APP}/.env.enc", lambda r, k: without(encrypted_for(r, k), "recipient"), "no age recipient"),
     "enc-binary-json": (f"{APP}/.env.dev.enc", lambda r, k: '{\n "data": "ENC[...]"\n}\n', "sops wrote JSON"),
-    "enc-foreign-key": (f"{APP}/.env.enc", lambda r, k: encrypted_for(r, new_age_key()), "a key .sops.yaml does not name"),
+    "enc-foreign-key": (
+        f"{APP}/.env.enc",
+        lambda r, k: encrypted_for(r, new_age_key()),
+        "a key .sops.yaml does not name",
+    ),
     "enc-extra-recipient": (
         f"{APP}/.env.enc",
         lambda r, k: encrypted_for(r, k, new_age_key()),

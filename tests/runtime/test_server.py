@@ -144,6 +144,23 @@ def raw_post(server: Server, body: bytes, headers: dict[str, bytes]) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
+def test_health_answers_during_a_flood_of_idle_connections(serve: ServerFactory) -> None:
+    """2500 connections that send nothing, more than 2 workers x worker_connections (1000) hold: a worker at
+    its limit sheds its oldest connection without a complete request, so /health still gets in."""
+    server = serve()
+    flood = []
+    try:
+        for _ in range(2500):
+            flood.append(server.connect())
+        time.sleep(0.5)
+        statuses = [server.health(timeout=3) for _ in range(10)]
+    finally:
+        for sock in flood:
+            sock.close()
+    assert statuses == [200] * 10
+    assert "shed" in server.stop()
+
+
 def test_malformed_requests_get_4xx_and_no_traceback(serve: ServerFactory) -> None:
     server = serve()
     good_body, good = signed(event())
@@ -175,6 +192,28 @@ def test_a_large_body_gets_413_before_it_is_sent(serve: ServerFactory) -> None:
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b"1048576 bytes" in answer
+
+
+def test_a_large_body_sent_in_full_still_reads_the_413(serve: ServerFactory) -> None:
+    """A client that sends its whole 2 MiB body before it reads (http.client, requests, a proxy) gets the 413,
+    not a reset: the worker shuts its write side, then reads and drops the rest before it closes (lingering
+    close, as nginx does). The body goes in 64 KiB pieces, as over a network slower than loopback, so the
+    worker has answered while the client still sends."""
+    server = serve()
+    piece, pieces = b"x" * 65536, 32
+
+    def body() -> Iterator[bytes]:
+        for _ in range(pieces):
+            yield piece
+            time.sleep(0.005)
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request("POST", "/webhook", body=body(), headers={"Content-Length": str(len(piece) * pieces)})
+    response = connection.getresponse()
+    assert response.status == 413
+    assert b"1048576 bytes" in response.read()
+    connection.close()
+    assert server.health() == 200
 
 
 def test_unfinished_requests_beyond_the_worker_budget_get_503(serve: ServerFactory) -> None:
