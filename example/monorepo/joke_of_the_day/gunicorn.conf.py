@@ -7,14 +7,14 @@ the app's settings into the environment, then runs `gunicorn --config gunicorn.c
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 # ---- Serving: this app's own settings (environment variables override them) ---------------
 wsgi_app = f"{os.environ.get('MODULE', 'joke_of_the_day')}:{os.environ.get('APP_NAME', 'app')}"
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
 # gthread that hands a thread only complete requests, so slow clients cannot starve /health; it
-# closes connections that do not send a whole request within GUNICORN_READ_TIMEOUT s (default 10).
+# closes connections that do not send a whole request within GUNICORN_READ_TIMEOUT s (default 10),
+# and at worker_connections (1000) its oldest idle one, so a connection flood cannot either.
 worker_class = "sdk_runtime.server.BufferingWorker"
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))  # workers x threads requests at once
@@ -36,12 +36,15 @@ _DELIVERED_IDS = "WEBHOOK_DELIVERED_IDS_DIR"
 
 
 def on_starting(server: object) -> None:
-    """One directory of delivered event ids for all workers, so a repeated delivery runs once per replica."""
+    """One directory of delivered event ids for all workers, so a repeated delivery runs once per replica.
+    A fixed path per app and user: a restarted server still refuses a replay within WEBHOOK_MAX_AGE
+    (a restarted container starts with an empty /dev/shm: Azure Storage mode remembers across those)."""
     if not os.environ.get(_DELIVERED_IDS):
-        os.environ[_DELIVERED_IDS] = tempfile.mkdtemp(prefix="delivered-ids-", dir=worker_tmp_dir)
-        os.environ[f"{_DELIVERED_IDS}_OWNED"] = "1"
+        app = os.environ.get("MODULE", "joke_of_the_day")
+        where = worker_tmp_dir or tempfile.gettempdir()
+        os.environ[_DELIVERED_IDS] = os.path.join(where, f"delivered-ids-{app}-{os.getuid()}")
+    # The runtime, unique_sdk and its HTTP client load here, once, before the port opens: the workers
+    # inherit them, so a fresh replica's first events do not wait for imports (nor its TCP probe pass early).
+    from sdk_runtime.answering import prepare_sdk
 
-
-def on_exit(server: object) -> None:
-    if os.environ.pop(f"{_DELIVERED_IDS}_OWNED", None):
-        shutil.rmtree(os.environ[_DELIVERED_IDS], ignore_errors=True)
+    prepare_sdk()

@@ -7,10 +7,15 @@ Refuses, with one line per problem that says what to do:
   - a plain env file (.env, .env.<env>, .envrc, prod.env, ...; in any case, also inside such a folder);
   - an encrypted env file (.env.enc, .env.<env>.enc, ...) that is not exactly what sops writes for a
     dotenv file: UTF-8 with LF line ends, every comment and every non-empty value ENC[...] (sops leaves
-    empty values as they are: they are fine), each name once, no metadata but sops' own, encrypted for
-    the repository's age key (.sops.yaml) and no other, no value too long to start a container
+    empty values as they are: they are fine), each name once, no metadata but sops' own, encrypted only
+    for age keys that .sops.yaml names (which environment's key, with one key per environment, is
+    doctor's check: it reads .sops.yaml's rules with a YAML parser), no value too long to start a container
     (128 KiB); CRLF line ends and names or metadata twice (two encryptions merged) are found without
     the key, so CI catches what the container could not decrypt;
+  - a value that looks real in .env.example (committed, and read by anyone who reads the repository)
+    for a secret-like NAME (SECRET_NAME below: *KEY*, *SECRET*, *TOKEN*, *PASSWORD*, connection strings)
+    or a value holding credentials (a URL with user:password@, AccountKey=, Password=): only a
+    placeholder is allowed there (PLACEHOLDER below), commented-out lines included;
   - any file that holds an age private key (AGE-SECRET-KEY-1...), whatever its name;
   - merge-conflict markers, as `copier update` leaves them.
 Standard library only, so it runs anywhere Python 3.9+ does.
@@ -64,6 +69,28 @@ SOPS_METADATA = {
     "sops_version": re.compile(r"\d+\.\d+\.\d+"),
 }
 REQUIRED_METADATA = ("sops_lastmodified", "sops_mac", "sops_version")
+# .env.example: a NAME is secret-like when one of its _-separated words is one of these, or when it
+# names a connection string; the value of such a NAME must be a placeholder.
+SECRET_WORDS = re.compile(
+    r"(?:^|_)(?:(?:API|ACCESS|ACCOUNT|APP|MASTER|PRIVATE|SECRET|SIGNING|ENCRYPTION)?KEYS?|[A-Z]*SECRETS?"
+    r"|[A-Z]*TOKENS?|[A-Z]*PASSWORDS?|PASSWD|PWD|PASSPHRASE|CREDENTIALS?|SAS|DSN)(?:_|$)"
+    r"|CONNECTION_?STRING|CONN_?STR|DATABASE_URL",
+    re.IGNORECASE,
+)
+# Credentials inside any value: a URL with user:password@, Azure's AccountKey= and SharedAccessKey=,
+# ADO.NET's Password= / Pwd=.
+CREDENTIALS = re.compile(r"://[^/\s:@]*:[^/\s@]+@|(?:AccountKey|SharedAccessKey|Password|Pwd)=", re.IGNORECASE)
+# A placeholder: empty, <anything>, ${VARIABLE}, change-me / changeme / replace-me, xxx..., ***...,
+# ..., your-... / your_..., todo; and Azurite's UseDevelopmentStorage=true (the local emulator, no secret).
+PLACEHOLDER = re.compile(
+    r"|<[^<>]*>|\$\{[A-Za-z_][A-Za-z0-9_]*\}|(?:change|replace)[-_ ]?me|x{3,}|\*{3,}|\.{3,}|your[-_][\w.-]*|todo"
+    r"|UseDevelopmentStorage=true",
+    re.IGNORECASE,
+)
+EXAMPLE_RULE = (
+    "leave it empty or write a placeholder: <...>, change-me, xxx, your-... (.env.example is committed; "
+    "real values go into <app>/.env for local runs, or the encrypted env file)"
+)
 
 
 def repository_keys(root: Path) -> set[str]:
@@ -137,8 +164,10 @@ def plain_bytes(value: str) -> int:
     return 0 if data is None else (len(data[1]) + len(data[2])) * 3 // 4 - len(data[2])
 
 
-def metadata_problems(metadata: dict[str, str], keys: set[str]) -> list[str]:
-    """What is missing from sops' metadata, and whether it is encrypted for exactly the repository's keys."""
+def metadata_problems(metadata: dict[str, str], keys: set[str], whose: str | None = None) -> list[str]:
+    """What is missing from sops' metadata, and whether it is encrypted for the right keys: exactly `keys`,
+    those of `whose` (doctor, which reads .sops.yaml's rules); without `whose` (the guard, which does not),
+    only for keys .sops.yaml names: all of them, or with a key per environment one environment's."""
     metadata = {key: value for key, value in metadata.items() if key.startswith("sops_")}
     if not metadata:
         return ["no sops metadata: this file was never encrypted"]
@@ -147,18 +176,21 @@ def metadata_problems(metadata: dict[str, str], keys: set[str]) -> list[str]:
     missing = [key for key in [*REQUIRED_METADATA, *paired] if key not in metadata]
     problems = [f"no {key}: not a complete sops file" for key in missing]
     recipients = {value for key, value in metadata.items() if key.endswith("__map_recipient")}
+    named = ", ".join(sorted(keys))
     if not recipients:
         problems.append("no age recipient: not encrypted for the repository's age key")
-    elif keys and recipients != keys:
+    elif keys and whose is not None and recipients != keys:
         others = ", ".join(sorted(recipients - keys)) or "none"
         problems.append(
-            f"encrypted for {', '.join(sorted(recipients))}, not for the repository key "
-            f"{', '.join(sorted(keys))} (other recipients: {others})"
+            f"encrypted for {', '.join(sorted(recipients))}, not for {whose} {named} (other recipients: {others})"
         )
+    elif keys and whose is None and not recipients <= keys:
+        unknown = ", ".join(sorted(recipients - keys))
+        problems.append(f"encrypted for {unknown}, a key .sops.yaml does not name (it names {named})")
     return problems
 
 
-def sops_file_problems(data: bytes, keys: set[str]) -> list[str]:
+def sops_file_problems(data: bytes, keys: set[str], whose: str | None = None) -> list[str]:
     """What makes `data` something other than an empty file or exactly what sops writes for a dotenv file."""
     if data.startswith(codecs.BOM_UTF8):
         return ["starts with a byte-order mark, copied by sops from the plain file (env_secrets.py drops it)"]
@@ -185,7 +217,7 @@ def sops_file_problems(data: bytes, keys: set[str]) -> list[str]:
         problem = line_problem(line, metadata)
         if problem:
             problems.append(f"line {number}: {problem}")
-    return problems + metadata_problems(metadata, keys)
+    return problems + metadata_problems(metadata, keys, whose)
 
 
 def private_key_lines(data: bytes) -> list[int]:
@@ -223,11 +255,43 @@ def check_file(path: Path, keys: set[str]) -> list[str]:
         'if it was pushed (APPS.md, section "Rotating the age key")'
         for number in private_key_lines(data)
     ]
+    if path.name.lower() == ".env.example":
+        problems += example_problems(data)
     if kind == "sops":
         problems += [f"{problem}; re-encrypt it: {encrypt_command(path)}" for problem in sops_file_problems(data, keys)]
     if lines := conflict_lines(data):
         problems.append(f"merge-conflict markers on lines {', '.join(map(str, lines))}: resolve them")
     return [f"{path}: {problem}" for problem in problems]
+
+
+def example_value(raw: str) -> str:
+    """The value of one dotenv assignment as the app reads it: quotes and an inline ` # comment` dropped."""
+    value = raw.strip()
+    if value[:1] in ("'", '"'):
+        end = value.find(value[0], 1)
+        return value[1:end] if end > 0 else value[1:]
+    return re.split(r"(?:^|\s)#", value, maxsplit=1)[0].strip()
+
+
+def example_problems(data: bytes) -> list[str]:
+    """The lines of a .env.example that give a secret-like setting a value that is not a placeholder."""
+    text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace")
+    problems = []
+    for number, line in enumerate(text.splitlines(), 1):
+        written, sep, raw = line.strip().lstrip("#").strip().partition("=")
+        named = NAME.fullmatch(written)
+        if not sep or not named:
+            continue
+        value = example_value(raw)
+        if PLACEHOLDER.fullmatch(value) or AGE_PRIVATE_KEY.search(value.encode()):
+            continue  # a placeholder; or an age private key, which has its own line
+        if SECRET_WORDS.search(named[1]):
+            problems.append(f"line {number}: {named[1]} has a value that looks real: {EXAMPLE_RULE}")
+        elif CREDENTIALS.search(value):
+            problems.append(
+                f"line {number}: {named[1]} holds credentials (user:password@, AccountKey=...): {EXAMPLE_RULE}"
+            )
+    return problems
 
 
 def tracked_files(root: Path) -> list[Path]:

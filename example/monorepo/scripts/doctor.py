@@ -17,7 +17,8 @@ which checks were skipped). It checks:
     container-app name, cpu/memory, replicas, region, required inputs, the pinned action commit;
   - every app's answers (<app>/.copier-answers.yml), that its workflows agree with them, that each
     of its environments has a workflow, and that no workflow deploys a folder that does not exist;
-  - the encrypted env files: complete sops dotenv files for the repository key (.sops.yaml), and
+  - the encrypted env files: complete sops dotenv files for the key .sops.yaml names for each (the
+    repository key, or with one key per environment its environment's, as .sdk-deploy.yml says), and
     that they decrypt, when sops and a private key (SOPS_AGE_KEY, SOPS_AGE_KEY_FILE, sops' key file) are there;
   - `poetry check --lock` per app, and that no two apps use the same local port;
   - that an app depending on an ASGI framework (quart, fastapi, starlette, uvicorn) is not served by
@@ -574,6 +575,41 @@ def check_env_file(root: Path, path: str, apps: dict[str, App], tracked: set[str
         )
 
 
+def sops_rules(root: Path, report: Report) -> list[tuple[str, set[str]]]:
+    """(path_regex, age keys) of each creation rule of .sops.yaml that names both, in order: sops
+    encrypts a file for the first rule whose path_regex matches it."""
+    config = root / ".sops.yaml"
+    document = read_yaml(root, config, report, needed=False) if config.is_file() else None
+    rules = []
+    for rule in sequence(mapping(document).get("creation_rules")):
+        pattern, age = mapping(rule).get("path_regex"), mapping(rule).get("age")
+        if isinstance(pattern, str) and age:
+            rules.append((pattern, set(check_secrets.AGE_PUBLIC_KEY.findall(str(age)))))
+    return rules
+
+
+def file_keys(rules: list[tuple[str, set[str]]], path: Path, keys: set[str]) -> set[str]:
+    """The age keys .sops.yaml encrypts the env file `path` for: those of the first rule that matches its
+    plain name (`<app>/.env.<env>` for `<app>/.env.<env>.enc`, as env_secrets.py encrypts it); with one key
+    per environment that is the environment's key. `keys` (all of .sops.yaml's) where no rule matches."""
+    plain = path.as_posix().removesuffix(".enc")
+    for pattern, rule_keys in rules:
+        try:
+            if re.search(pattern, plain) and rule_keys:
+                return rule_keys
+        except re.error:
+            continue
+    return keys
+
+
+def key_owner(rules: list[tuple[str, set[str]]], path: Path, expected: set[str], keys: set[str]) -> str:
+    """Whose key `expected` is, for messages: the repository's, or (one key per environment) an environment's."""
+    deployed = re.fullmatch(r"\.env\.([a-z][a-z0-9-]*)\.enc", path.name)
+    if deployed and expected != file_keys(rules, Path(".env"), keys):
+        return f"the key of environment '{deployed[1]}' (.sops.yaml)"
+    return "the repository key"
+
+
 def check_keys(root: Path, apps: dict[str, App], report: Report) -> set[str]:
     """The repository's age key: .sops.yaml, .sdk-deploy.yml and every app's answers agree."""
     keys = check_secrets.repository_keys(root)
@@ -581,10 +617,21 @@ def check_keys(root: Path, apps: dict[str, App], report: Report) -> set[str]:
         report.problem(".sops.yaml", "names no age key (or is missing)", "restore it: git log -p -- .sops.yaml")
         return keys
     settings = root / ".sdk-deploy.yml"
-    shared = mapping(read_yaml(root, settings, report)).get("age_public_key") if settings.is_file() else None
+    repository = mapping(read_yaml(root, settings, report)) if settings.is_file() else {}
+    shared = repository.get("age_public_key")
     if isinstance(shared, str) and shared not in keys:
         what = f"age_public_key is {shared}, but .sops.yaml encrypts for {', '.join(sorted(keys))}"
         report.problem(".sdk-deploy.yml", what, "use one key in both (APPS.md, section 'Rotating the age key')")
+    rules = sops_rules(root, report)
+    for env, env_key in mapping(repository.get("age_environment_keys")).items():  # one key per environment
+        sops_keys = file_keys(rules, Path("app", f".env.{env}.enc"), keys)
+        if sops_keys != {env_key}:
+            what = f"age_environment_keys.{env} is {env_key}, but .sops.yaml encrypts .env.{env}.enc for "
+            fix = (
+                f"sops takes the first rule that matches: remove or narrow a rule of yours above the one for "
+                f".env.{env}, or update every app (uv run scripts/update_apps.py), which writes .sops.yaml from it"
+            )
+            report.problem(".sdk-deploy.yml", what + ", ".join(sorted(sops_keys)), fix)
     for app in apps.values():
         if app.text("age_public_key") not in keys:
             what = f"age_public_key is not the repository key of .sops.yaml ({', '.join(sorted(keys))})"
@@ -594,6 +641,7 @@ def check_keys(root: Path, apps: dict[str, App], report: Report) -> set[str]:
 
 def check_secret_files(root: Path, paths: list[str], keys: set[str], apps: dict[str, App], report: Report) -> None:
     """Env files are complete sops dotenv files for the repository key; with sops and a key, they decrypt."""
+    rules = sops_rules(root, report)
     sops = shutil.which("sops")
     key_file = env_secrets.default_key_file()
     key = os.environ.get("SOPS_AGE_KEY") or os.environ.get("SOPS_AGE_KEY_FILE") or (key_file and key_file.is_file())
@@ -607,12 +655,17 @@ def check_secret_files(root: Path, paths: list[str], keys: set[str], apps: dict[
         if not data.strip():
             report.note(f"{path} is empty: the app deploys without settings")
             continue
-        problems = check_secrets.sops_file_problems(data, keys)
+        expected = file_keys(rules, Path(path), keys)  # one key per environment: its own
+        whose = key_owner(rules, Path(path), expected, keys)
+        problems = check_secrets.sops_file_problems(data, expected, whose)
         module, name = path.split("/", 1)
         for problem in problems:
             report.problem(path, problem, f"encrypt it again: {encrypt_hint(module, name, apps)}")
         if not problems and sops and key and (reason := decrypt_error(root, sops, path)):
-            report.problem(path, f"does not decrypt with your key: {reason}", "encrypt it again for the repository key")
+            if whose != "the repository key":  # a developer need not hold every environment's key
+                report.note(f"{path}: not decrypted ({reason}): your keys do not include {whose}")
+            else:
+                report.problem(path, f"does not decrypt with your key: {reason}", f"encrypt it again for {whose}")
 
 
 def holds_settings(data: bytes) -> bool:

@@ -49,7 +49,10 @@ ASSIGNMENT = re.compile(r"(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*
 SOPS_REASONS = {
     "no matching creation rules": "no .sops.yaml rule matches this file: run from the repository root",
     "failed to parse 'SOPS_AGE_KEY'": "SOPS_AGE_KEY is not an age private key (AGE-SECRET-KEY-1...)",
-    "Failed to get the data key": "none of your private age keys can decrypt it (encrypted for another key?)",
+    "Failed to get the data key": (
+        "none of your private age keys can decrypt it (encrypted for another key? With one key per environment, "
+        ".env.<env>.enc needs that environment's private key: .sdk-deploy.yml age_environment_keys)"
+    ),
     "sops metadata not found": "no sops metadata: the file was never encrypted",
     "invalid dotenv input line": "a line is not NAME=value",
     "MAC mismatch": "the file was changed after encryption (a merge?): re-encrypt it from its plain file",

@@ -156,6 +156,10 @@ def _json_object(body: bytes | str) -> dict[str, Any]:
         raise InvalidEvent(f"body is not JSON: {error}") from None
     except RecursionError:
         raise InvalidEvent("body is nested too deeply") from None
+    except InvalidEvent:
+        raise
+    except ValueError as error:  # an integer over Python's digit limit (sys.get_int_max_str_digits)
+        raise InvalidEvent(f"body holds a number Python refuses to read: {error}") from None
     if not isinstance(data, dict):
         raise InvalidEvent("body is not a JSON object")
     return data

@@ -51,6 +51,7 @@ MAX_MESSAGE_CHARS = 64 * 1024 - 1024  # Azure's 64 KiB per message, less room fo
 MAX_WAIT = 2.0  # seconds between polls of an empty queue (an event enqueued here wakes its worker at once)
 READY_WAIT = 10.0  # seconds an event waits for a starting worker's queue before /webhook answers 503
 KEEP_DAYS = 2  # delivery records older than this (by the event's creation day) are removed
+UNDATED = "00000000"  # the partition of events without createdAt
 TIMEOUTS = {"connection_timeout": 5, "read_timeout": 20}  # seconds, per storage request
 COMPRESSED = "z:"  # prefix of a message holding a zlib-compressed, base64-encoded body
 ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
@@ -340,11 +341,17 @@ class EventQueue:
         if now < self._next_sweep:
             return
         self._next_sweep = now + 3600
-        before = (datetime.now(UTC) - timedelta(days=KEEP_DAYS)).strftime("%Y%m%d")
+        cutoff = datetime.now(UTC) - timedelta(days=KEEP_DAYS)
+        # Dated records by their event's day; undated ones by when they were written (an undated event is
+        # dated by its delivery, so its repeats come within the webhook's window of that).
+        dated = "PartitionKey gt @undated and PartitionKey lt @day"
+        undated = "PartitionKey eq @undated and Timestamp lt @cutoff"
+        parameters = {"undated": UNDATED, "day": cutoff.strftime("%Y%m%d"), "cutoff": cutoff}
         try:
-            old = self._table.query_entities("PartitionKey lt @day", parameters={"day": before}, select=["RowKey"])
-            for entity in old:
-                self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+            for query in (dated, undated):
+                old = self._table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey"])
+                for entity in old:
+                    self._table.delete_entity(entity["PartitionKey"], entity["RowKey"])
         except Exception:
             logger.warning("old delivery records could not be removed; trying again in an hour", exc_info=True)
 
@@ -358,7 +365,7 @@ def _create_if_missing(create: Callable[[], object]) -> None:
 
 def _keys(event: Event) -> dict[str, str]:
     """The entity's keys: the event's creation day (stable across deliveries), and its id's hash."""
-    day = event.created_at.strftime("%Y%m%d") if event.created_at else "00000000"
+    day = event.created_at.strftime("%Y%m%d") if event.created_at else UNDATED
     return {"PartitionKey": day, "RowKey": hashlib.sha256(event.id.encode("utf-8", "replace")).hexdigest()}
 
 

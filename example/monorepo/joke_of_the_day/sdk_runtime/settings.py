@@ -6,13 +6,16 @@ never in an image). Your app's own settings are in `<app>/settings.py`.
 
 Every platform setting is read under the platform toolkit's names (unique_toolkit's UniqueSettings,
 repository Unique-AG/ai: unique_toolkit/app/unique_settings.py) and under unique_sdk's classic names,
-in the toolkit's order of precedence, so one `.env` configures both the same way:
+in the toolkit's order of precedence, so one `.env` configures both the same way. (The previous
+secret, which verifies too while the endpoint secret is rotated, is this runtime's own: neither the
+toolkit nor the SDK has one, so it is named after the toolkit's field with the SDK-style alias.)
 
 | setting            | names, first found wins                                          |
 |--------------------|------------------------------------------------------------------|
 | API key            | UNIQUE_APP_KEY, KEY, API_KEY                                     |
 | app id             | UNIQUE_APP_ID, APP_ID                                            |
 | endpoint secret    | UNIQUE_APP_ENDPOINT_SECRET, ENDPOINT_SECRET                      |
+| previous secret    | UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS, ENDPOINT_SECRET_PREVIOUS    |
 | company id         | UNIQUE_AUTH_COMPANY_ID, COMPANY_ID                               |
 | user id            | UNIQUE_AUTH_USER_ID, USER_ID  (Event Socket only)                |
 | platform URL       | UNIQUE_API_BASE_URL, BASE_URL, API_BASE                          |
@@ -47,6 +50,7 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 API_KEY_NAMES = ("UNIQUE_APP_KEY", "KEY", "API_KEY")
 APP_ID_NAMES = ("UNIQUE_APP_ID", "APP_ID")
 ENDPOINT_SECRET_NAMES = ("UNIQUE_APP_ENDPOINT_SECRET", "ENDPOINT_SECRET")
+PREVIOUS_SECRET_NAMES = ("UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS", "ENDPOINT_SECRET_PREVIOUS")
 COMPANY_ID_NAMES = ("UNIQUE_AUTH_COMPANY_ID", "COMPANY_ID")
 USER_ID_NAMES = ("UNIQUE_AUTH_USER_ID", "USER_ID")
 PLATFORM_URL_NAMES = ("UNIQUE_API_BASE_URL", "BASE_URL", "API_BASE")
@@ -84,11 +88,12 @@ class RuntimeSettings:
     company_id: str = ""
     user_id: str = ""
     endpoint_secret: str = ""
+    previous_endpoint_secret: str = ""  # while the secret is rotated: deliveries signed with it verify too
     module_names: tuple[str, ...] = ()  # empty: every module (the toolkit's rule)
     assistant_ids: tuple[str, ...] = ()  # empty: every assistant
     # Deployed: the production image sets ENCRYPTED_ENV_FILE; `flask run`, compose and tests do not.
     deployed: bool = False
-    handler_threads: int = 64  # per worker; handlers mostly wait on the platform: threads are cheap
+    handler_threads: int = 128  # per worker; handlers mostly wait on the platform: threads are cheap
     handler_timeout: int = 20  # seconds one event may take before the runtime apologizes and completes it
     webhook_max_bytes: int = MIB
     webhook_max_age: int = 3600  # seconds a signed event stays acceptable (the platform's retries)
@@ -111,10 +116,11 @@ class RuntimeSettings:
             company_id=first(env, COMPANY_ID_NAMES),
             user_id=first(env, USER_ID_NAMES),
             endpoint_secret=first(env, ENDPOINT_SECRET_NAMES),
+            previous_endpoint_secret=first(env, PREVIOUS_SECRET_NAMES),
             module_names=modules,
             assistant_ids=_names(env, ASSISTANT_IDS_NAMES),
             deployed=bool(env.get("ENCRYPTED_ENV_FILE")),
-            handler_threads=whole_number(env, "HANDLER_THREADS", 64, 1, 512),
+            handler_threads=whole_number(env, "HANDLER_THREADS", 128, 1, 512),
             handler_timeout=whole_number(env, "HANDLER_TIMEOUT", 20, 1, 3600),
             webhook_max_bytes=whole_number(env, "WEBHOOK_MAX_BYTES", MIB, 1024, 64 * MIB),
             webhook_max_age=whole_number(env, "WEBHOOK_MAX_AGE", 3600, 300, 7 * 24 * 3600),
@@ -123,6 +129,11 @@ class RuntimeSettings:
             local_port=config.local_port,
             storage=StorageSettings.from_env(env),
         )
+
+    @property
+    def endpoint_secrets(self) -> tuple[str, ...]:
+        """The secrets a delivery's signature may be made with: the current one, then the previous one."""
+        return tuple(secret for secret in (self.endpoint_secret, self.previous_endpoint_secret) if secret)
 
     @property
     def api_base(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -103,6 +104,12 @@ class Stream:
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the default 5 drops connections of a burst (clients retry 1 s, 3 s later)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (the app stopped, or was killed, mid-request) is not the platform's
+        error: no traceback for it. Anything else prints one, as the standard server does."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class FakePlatform:

@@ -101,6 +101,18 @@ def configure_sdk(settings: RuntimeSettings) -> None:
     unique_sdk.api_key = settings.api_key
     unique_sdk.app_id = settings.app_id
     unique_sdk.api_base = settings.api_base
+    prepare_sdk()
+
+
+def prepare_sdk() -> None:
+    """Import unique_sdk and build its HTTP client. The SDK builds that client on first use, unguarded:
+    a first burst of N threads would build N (each loads the CA bundle: 50-100 ms of CPU each, about
+    4 s of a 0.5 CPU replica's time for a burst of 64). gunicorn.conf.py calls this in gunicorn's master
+    before the port opens, so workers inherit both; idempotent."""
+    import unique_sdk
+
+    if unique_sdk.default_http_client is None:
+        unique_sdk.APIRequestor(user_id=None, company_id=None)  # the SDK's own way of building it
 
 
 class OpenChats:

@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -209,9 +210,11 @@ class DeliveredIds:
     """Event ids seen within the last `ttl` seconds, shared by every process that uses `directory`.
 
     One empty file per id (named by its hash), created with O_EXCL: atomic across the gunicorn workers
-    of a replica (gunicorn.conf.py gives them one directory, in memory under /dev/shm). Replicas do not
-    share it: an app with several replicas whose handler must never run twice needs a shared store
-    (e.g. Redis SET NX). Without a directory each instance keeps its own, removed with the instance.
+    of a replica. gunicorn.conf.py gives them one fixed directory per app and user, in memory under
+    /dev/shm, which a restarted server finds again (entries older than the ttl are pruned, by age); a
+    restarted container starts with an empty one (Azure gives it a fresh filesystem, /dev/shm included).
+    Replicas do not share it: for that, Azure Storage (queueing.py) records deliveries for all of them.
+    Without a directory each instance keeps its own, removed with the instance (`flask run`, tests).
     """
 
     SWEEP_EVERY = 60.0
@@ -221,7 +224,7 @@ class DeliveredIds:
         if not directory:
             directory = tempfile.mkdtemp(prefix="delivered-ids-", dir=_IN_MEMORY)
             weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
+        _own_directory(directory)
         self._directory = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)  # names below resolve against it
         weakref.finalize(self, os.close, self._directory)
         self._next_sweep = 0.0
@@ -266,6 +269,19 @@ class DeliveredIds:
         for name in os.listdir(self._directory):
             if self._expired(name):
                 self._forget(name)
+
+
+def _own_directory(path: str) -> None:
+    """Create `path` (0700) unless it exists; refuse one another user holds: in a shared place such as
+    /dev/shm or /tmp, whoever owns it could delete entries and so re-enable replays."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    status = os.lstat(path)
+    owner = getattr(os, "getuid", lambda: status.st_uid)()
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != owner or status.st_mode & 0o022:
+        raise RuntimeError(
+            f"WEBHOOK_DELIVERED_IDS_DIR={path} must be a directory owned by this user and writable by it "
+            "alone (it records delivered event ids against replays): remove it, or set another path"
+        )
 
 
 def _name(event_id: str) -> str:

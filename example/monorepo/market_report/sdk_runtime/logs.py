@@ -24,6 +24,14 @@ class _StdoutHandler(logging.StreamHandler[TextIO]):
         pass
 
 
+class _Utf8Formatter(logging.Formatter):
+    """Escapes what UTF-8 cannot encode (a lone surrogate from a JSON `"\\ud800"` in an event id)
+    as `\\udXXX`, so the line is always written, and is valid UTF-8."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
@@ -36,7 +44,7 @@ def configure_logging(logger_name: str, level: str) -> logging.Logger:
     logger.setLevel(level)
     if not any(getattr(h, "_app_handler", False) for h in logger.handlers):
         handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(_Utf8Formatter(_FORMAT))
         handler.addFilter(_RequestIdFilter())
         handler._app_handler = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

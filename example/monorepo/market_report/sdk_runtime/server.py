@@ -9,14 +9,20 @@ hands it to a thread only when it is complete, so threads only ever run the app:
   connection is closed without an answer (a 4xx would make the platform drop a slow delivery);
 - a body over the app's MAX_CONTENT_LENGTH (WEBHOOK_MAX_BYTES) gets 413 before it is read, a head
   over 64 KiB gets 431, and a request that would take the worker's unfinished requests over 64 MiB
-  gets 503 (the platform retries);
+  gets 503 (the platform retries); a refusal closes the way nginx does (lingering close: the write
+  side is shut and what the client still sends is read and dropped, 5 s or 4 MiB at most), so a
+  client that sends its whole body first still reads the answer instead of a reset;
+- a worker at worker_connections (1000) keeps accepting and closes its oldest idle kept-alive
+  connection, else its oldest one without a complete request, so a flood of idle or trickling
+  connections cannot keep /health in the backlog (nginx reuses connections the same way);
 - on SIGTERM the app takes no new events (503) and its handler pool gets until graceful_timeout
   (less a second) for the events it acknowledged: those still unanswered near the end are completed
   with an apology (dispatch.py), and their ids are logged.
 
-It builds on ThreadWorker internals (accept, enqueue_req, finish_request, murder_pending, TConn, the
-parser's unreader), which is why pyproject.toml pins gunicorn to one exact version (GUNICORN_VERSION;
-the tests check it, and the server warns at start when another one runs). TLS and HTTP/2 are refused
+It builds on ThreadWorker internals (accept, set_accept_enabled, enqueue_req, finish_request,
+murder_pending, keepalived_conns, TConn, the parser's unreader), which is why pyproject.toml pins
+gunicorn to one exact version (GUNICORN_VERSION; the tests check it, and the server warns at start
+when another one runs). TLS and HTTP/2 are refused
 at start: Azure's ingress ends TLS and speaks HTTP/1.1 to the app.
 """
 
@@ -47,6 +53,8 @@ RECEIVE_SIZE = 64 * 1024
 BUFFER_BUDGET = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds; beyond it: 503, retried
 SHUTDOWN_MARGIN = 1.0  # seconds left after the handler drain to log and exit before gunicorn's SIGKILL
 QUICK_STOP = 1.0  # SIGINT/SIGQUIT: gunicorn kills the worker 2 s later
+LINGER_SECONDS = 5.0  # after a refusal, read and discard what the client still sends, this long at most
+LINGER_BYTES = 4 * 1024 * 1024  # ... and this much at most (nginx: lingering_time, lingering_timeout)
 _REASONS = {413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
@@ -159,6 +167,7 @@ class BufferedConn(TConn):  # type: ignore[misc]  # gunicorn has no type hints
         self.buffer = bytearray()
         self.deadline = 0.0
         self.continued = False
+        self.discarded = 0  # bytes read and dropped after a refusal (lingering close)
 
 
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no type hints
@@ -179,6 +188,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.reading: deque[BufferedConn] = deque()  # by deadline: each gets now + read_timeout
         self.body_limit = DEFAULT_BODY_LIMIT
         self.buffered = 0  # bytes held in the buffers of `reading`
+        self.lingering: deque[BufferedConn] = deque()  # refused, answered, draining: by deadline
+        self.shed = 0  # connections closed to make room since the last log line
+        self.shed_logged = 0.0
         self.drain_deadline: float | None = None
         dispatch.set_drain_budget(self.cfg.graceful_timeout - SHUTDOWN_MARGIN)
         super().init_process()  # loads the app, then runs until stopped
@@ -200,6 +212,29 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             return
         self.nr_conns += 1
         self._read(BufferedConn(self.cfg, sock, client, listener.getsockname()))
+        if self.nr_conns > self.worker_connections:
+            self._shed_one()
+
+    # ---- A flood of idle connections: shed the oldest, as nginx reuses connections ------------------
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """At worker_connections gunicorn stops accepting, and /health waits in the backlog behind a flood;
+        this worker keeps accepting while it holds a connection it can shed instead (see _shed_one)."""
+        super().set_accept_enabled(enabled or (self.alive and bool(self.keepalived_conns or self.reading)))
+
+    def _shed_one(self) -> None:
+        """Close the oldest idle kept-alive connection, else the oldest without a complete request: those
+        a flood is made of (a request that has arrived is never shed)."""
+        if self.keepalived_conns:
+            conn = self.keepalived_conns.popleft()
+            self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+        elif self.reading:
+            self._close(self.reading[0])
+        else:
+            return
+        self.shed += 1
 
     def on_client_socket_readable(self, conn: BufferedConn, client: socket.socket) -> None:
         self.poller.unregister(client)
@@ -267,6 +302,11 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             conn = self.reading[0]
             self.log.info("closed %s: no complete request within %g s", conn.client, self.read_timeout)
             self._close(conn)
+        while self.lingering and self.lingering[0].deadline <= now:
+            self._end_linger(self.lingering[0])
+        if self.shed and now - self.shed_logged >= 1:  # a flood logs a line a second, not one per connection
+            self.log.warning("shed %d idle connections: worker_connections (%d) reached", self.shed, self.nr_conns)
+            self.shed, self.shed_logged = 0, now
 
     def _stop_reading(self, conn: BufferedConn) -> None:
         self.reading.remove(conn)
@@ -292,7 +332,37 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             head += "Retry-After: 10\r\n"
         self._send_quietly(conn, f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         self.log.warning("refused a request from %s: %d %s", conn.client, status, reason)
-        self._close(conn)
+        self._linger(conn)
+
+    # ---- Lingering close: the client reads the refusal instead of a reset -------------------------
+
+    def _linger(self, conn: BufferedConn) -> None:
+        """Close the way nginx does: the answer is sent, the write side shut, and what the client still
+        sends is read and dropped (bounded), so that closing never resets the answer away."""
+        self._stop_reading(conn)
+        conn.buffer = bytearray()
+        with contextlib.suppress(OSError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.deadline = time.monotonic() + LINGER_SECONDS
+        self.lingering.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
+
+    def _discard(self, conn: BufferedConn, _sock: object = None) -> None:
+        try:
+            data = conn.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.discarded += len(data)
+        if not data or conn.discarded > LINGER_BYTES:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn: BufferedConn) -> None:
+        self.lingering.remove(conn)
+        self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        conn.close()
 
     @staticmethod
     def _send_quietly(conn: BufferedConn, data: bytes) -> None:

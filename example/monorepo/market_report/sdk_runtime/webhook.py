@@ -2,16 +2,25 @@
 
 The platform's delivery rules (unique_sdk/docs/webhooks.md): 2xx is delivered; 3xx, 429 and 5xx are
 retried up to five times with exponential backoff; any other status expires the delivery for good.
-So 4xx only for what no retry can fix (forged, malformed, too old or too large), 5xx whenever a retry
-may succeed (no secret configured yet, pool full, replica stopping), 2xx for events that are not ours.
+So 4xx only for what no retry can fix (unsigned, malformed, too old or too large), 5xx whenever a retry
+may succeed (no secret configured yet, a signature made with another secret, pool full, replica
+stopping), 2xx for events that are not ours.
+
+A well-formed signature that matches none of the app's secrets gets 503, not 401: that is exactly what
+a wrong or rotated ENDPOINT_SECRET looks like, and with 401 the platform would drop every event until
+the fix; with 503 it retries them (five times, with backoff), so a secret fixed within that time saves
+them. The cost: a forger's request also gets 503 (and a few retries of nothing); no handler runs for
+it either way. A missing or malformed signature stays 401: no configuration of this app causes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Response, current_app, request
@@ -20,11 +29,13 @@ from .dispatch import DeliveredIds, HandlerPool
 from .events import EXTERNAL_MODULE_CHOSEN, ChatRequest, Event, InvalidEvent, parse_event
 from .queueing import EventQueue
 from .settings import RuntimeSettings
-from .signing import CREATED_AT_HEADER, SIGNATURE_HEADER, SignatureError, verify
+from .signing import CREATED_AT_HEADER, SIGNATURE_HEADER, SecretMismatch, SignatureError, verify
+from .signing import FUTURE_SKEW as FUTURE_SKEW_SECONDS
 
 logger = logging.getLogger(__name__)
 
-FUTURE_SKEW = timedelta(seconds=300)  # clock difference tolerated for a signed createdAt in the future
+FUTURE_SKEW = timedelta(seconds=FUTURE_SKEW_SECONDS)  # tolerated for a createdAt (and delivery time) ahead
+MISMATCH_LOG_EVERY = 60.0  # seconds between two log lines about signatures made with another secret
 HANDLED_EVENTS = frozenset({EXTERNAL_MODULE_CHOSEN})
 UNCONFIGURED = (
     "ENDPOINT_SECRET is not set: /webhook answers 503 so the platform retries its events. Put the "
@@ -34,6 +45,32 @@ UNCONFIGURED = (
 )
 
 blueprint = Blueprint("webhook", __name__)
+
+
+class MismatchLog:
+    """Logs signatures made with another secret at most once per MISMATCH_LOG_EVERY s per worker, with
+    how many there were since the last line (a wrong secret fails every event: one line each would flood)."""
+
+    def __init__(self, every: float = MISMATCH_LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._count = 0
+        self._next = 0.0
+
+    def record(self) -> None:
+        now = self._clock()
+        with self._lock:
+            self._count += 1
+            if now < self._next:
+                return
+            count, self._count, self._next = self._count, 0, now + self._every
+        logger.error(
+            "webhook: %d deliveries signed with another secret (answered 503, the platform retries them): "
+            "check that UNIQUE_APP_ENDPOINT_SECRET is the platform's current signing secret for this webhook; "
+            "while it is rotated, put the old one in UNIQUE_APP_ENDPOINT_SECRET_PREVIOUS",
+            count,
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +84,7 @@ class WebhookState:
     delivered: DeliveredIds
     cut: Callable[[Event], bool] | None = None  # completes an event's message with an apology at shutdown
     queue: EventQueue | None = None  # with Azure Storage configured: events go through its queue
+    mismatches: MismatchLog = field(default_factory=MismatchLog)  # one per app, so per worker
 
 
 def state() -> WebhookState:
@@ -71,6 +109,9 @@ def receive() -> Response:
     body = request.get_data(cache=False)  # the raw bytes (at most WEBHOOK_MAX_BYTES, else 413)
     try:
         event = _checked_event(body, settings)
+    except SecretMismatch as error:  # a wrong or rotated secret: 503, so the platform retries (see above)
+        webhook.mismatches.record()
+        return reply(503, "signature mismatch", retry_after=60, error=str(error))
     except SignatureError as error:
         logger.warning("webhook refused: %s", error)
         return reply(401, "unauthorized", error=str(error))
@@ -103,7 +144,8 @@ def receive() -> Response:
 
 
 def _checked_event(body: bytes, settings: RuntimeSettings) -> Event:
-    """The event of a genuine, fresh delivery; SignatureError (-> 401) or InvalidEvent (-> 400) otherwise.
+    """The event of a genuine, fresh delivery; SignatureError (-> 401; SecretMismatch -> 503) or
+    InvalidEvent (-> 400) otherwise.
 
     The signature is checked before the body is parsed. It covers the body only, not the delivery
     time header, so a replay could refresh that header: the signed createdAt must be fresh too.
@@ -111,7 +153,7 @@ def _checked_event(body: bytes, settings: RuntimeSettings) -> Event:
     if settings.endpoint_secret:
         headers = request.headers
         signature, created_at = headers.get(SIGNATURE_HEADER), headers.get(CREATED_AT_HEADER)
-        verify(body, signature, created_at, settings.endpoint_secret, settings.webhook_max_age)
+        verify(body, signature, created_at, settings.endpoint_secrets, settings.webhook_max_age)
     else:
         logger.warning("ENDPOINT_SECRET is not set: accepted an unsigned event (local development only)")
     event = parse_event(body)
