@@ -113,8 +113,17 @@ class InstalledApp:
         if target.worker_class:
             command += ["--worker-class", target.worker_class]
         return subprocess.Popen(
-            command, cwd=self.folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command,
+            cwd=self.folder,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=self.in_child,
         )
+
+    def in_child(self) -> None:
+        """Runs in gunicorn's process before it starts (a subclass puts it under a CPU quota)."""
 
 
 def install_app(folder: Path, work: Path) -> InstalledApp:

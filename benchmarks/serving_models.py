@@ -62,7 +62,7 @@ MODELS = {
     "gunicorn asgi + a2wsgi": Target("asgi_app", "app", "asgi"),
     "uvicorn-worker + a2wsgi": Target("asgi_app", "app", "uvicorn_worker.UvicornWorker"),
 }
-# 0.2.0's flood figure from issue 18 (same worker as 0.5.0's BufferingWorker before the shedding).
+# 0.2.0's flood figure from issue 18 (the runtime's worker before it shed idle connections).
 BEFORE_FLOOD = "about 2,000 idle or trickling connections starve /health (2 workers x worker_connections 1000)"
 PARTIAL_HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
 
@@ -73,40 +73,9 @@ class QuotaApp(InstalledApp):
 
     group: Path | None = None
 
-    def start(self, target: Target, port: int, **env: str) -> subprocess.Popen[str]:
-        group = self.group
-
-        def enter_group() -> None:  # in the child before exec: gunicorn's workers inherit the quota
-            if group is not None:
-                (group / "cgroup.procs").write_text(str(os.getpid()))
-
-        environment = {
-            **{k: v for k, v in os.environ.items() if k != "ENCRYPTED_ENV_FILE"},
-            "PATH": f"{self.folder / '.venv/bin'}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(self.wrappers),
-            "MODULE": target.module,
-            "APP_NAME": target.app_name,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "GUNICORN_LOG_LEVEL": "warning",
-            "ENDPOINT_SECRET": serving.SECRET,
-            "MODULE_NAME": self.folder.name,
-            "HANDLER_TIMEOUT": "1",
-            **env,
-        }
-        command = [str(self.folder / ".venv/bin/gunicorn"), "--config", "gunicorn.conf.py"]
-        command += ["--access-logfile", "/dev/null"]
-        if target.worker_class:
-            command += ["--worker-class", target.worker_class]
-        return subprocess.Popen(
-            command,
-            cwd=self.folder,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            preexec_fn=enter_group,
-        )
+    def in_child(self) -> None:  # before gunicorn starts: its workers inherit the quota
+        if self.group is not None:
+            (self.group / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def before_worker(revision: str, wrappers: Path) -> Target:

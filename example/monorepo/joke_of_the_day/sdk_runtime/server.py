@@ -248,12 +248,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._receive, conn))
 
     def _receive(self, conn: BufferedConn, _sock: object = None) -> None:
-        try:
-            data = conn.sock.recv(RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close(conn)
             return
@@ -348,12 +345,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
 
     def _discard(self, conn: BufferedConn, _sock: object = None) -> None:
-        try:
-            data = conn.sock.recv(RECEIVE_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(conn)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.discarded += len(data)
         if not data or conn.discarded > LINGER_BYTES:
             self._end_linger(conn)
@@ -389,3 +383,14 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
         finally:
             deadline = self.drain_deadline or time.monotonic() + self.cfg.graceful_timeout - SHUTDOWN_MARGIN
             dispatch.drain(deadline)
+
+
+def _recv(conn: BufferedConn) -> bytes | None:
+    """What the client sent next; b"" when it closed or the connection broke; None when nothing came yet."""
+    try:
+        data: bytes = conn.sock.recv(RECEIVE_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+    return data
