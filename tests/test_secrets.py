@@ -196,6 +196,21 @@ def test_edit_reencrypts_through_sops_with_the_editor(repo: Path, age_key: AgeKe
         sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
         == SETTINGS + "NEW_SETTING=added\n"
     )
+    # The plain copy follows the edit, so encrypting it again (as the docs' other way does) keeps the edit.
+    assert (repo / APP / DEPLOY).read_text() == SETTINGS + "NEW_SETTING=added\n"
+    secrets(repo, "encrypt", APP)
+    assert "NEW_SETTING=added" in sops_dotenv("--decrypt", repo / APP / ".env.enc", SOPS_AGE_KEY=age_key.private)
+
+
+def test_edit_refuses_while_a_different_plain_copy_would_undo_it(repo: Path, age_key: AgeKey) -> None:
+    (repo / APP / DEPLOY).write_text(SETTINGS)
+    secrets(repo, "encrypt", APP)
+    (repo / APP / DEPLOY).write_text(SETTINGS + "NOT_YET_ENCRYPTED=1\n")
+    before = (repo / APP / ".env.enc").read_text()
+    result = secrets(repo, "edit", APP, check=False, SOPS_AGE_KEY=age_key.private, EDITOR="true")
+    assert result.returncode != 0
+    assert f"{APP}/{DEPLOY} differs from {APP}/.env.enc: encrypt it first, or move it away" in result.stderr
+    assert (repo / APP / ".env.enc").read_text() == before
 
 
 @pytest.mark.parametrize("config", ["HOME", "XDG_CONFIG_HOME"])
