@@ -24,10 +24,12 @@ LEAK = "S3CRET-first-day"  # a deployed secret: never in a message, never in git
 
 
 def sh_blocks(text: str, heading: str) -> list[str]:
-    """The command lines of every ```sh block in the section that starts at `heading` (up to the next ##)."""
+    """The command lines of every ```sh block in the section that starts at `heading` (up to the next heading
+    of its level or above)."""
     section = text[text.index(heading) :]
-    end = section.find("\n## ", 1)
-    section = section if end < 0 else section[:end]
+    level = len(heading) - len(heading.lstrip("#")) or 2  # plain text: up to the next ##
+    end = re.search(rf"^#{{1,{level}}} ", section[1:], re.MULTILINE)
+    section = section if end is None else section[: end.start() + 1]
     lines = []
     for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
         lines += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
