@@ -251,7 +251,8 @@ def check_file(path: Path, keys: set[str]) -> list[str]:
         return [f"{path}: cannot be read ({error.strerror}): make it readable so that the guards can check it"]
     problems = [
         f"line {number}: holds an age private key (AGE-SECRET-KEY-1...): never commit it; remove it "
-        f"(git rm --cached '{path}'), keep it in sops' key file (APPS.md, section \"One-time setup\") and rotate it "
+        f"(git rm --cached '{path}'), keep it outside the repository (sops' key file: APPS.md, One-time setup; "
+        "an environment's key in its own file: APPS.md, A key per environment) and rotate it "
         'if it was pushed (APPS.md, section "Rotating the age key")'
         for number in private_key_lines(data)
     ]

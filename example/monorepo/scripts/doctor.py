@@ -663,7 +663,7 @@ def check_secret_files(root: Path, paths: list[str], keys: set[str], apps: dict[
             report.problem(path, problem, f"encrypt it again: {encrypt_hint(module, name, apps)}")
         if not problems and sops and key and (reason := decrypt_error(root, sops, path)):
             if whose != "the repository key":  # a developer need not hold every environment's key
-                report.note(f"{path}: not decrypted ({reason}): your keys do not include {whose}")
+                report.note(f"{path}: not decrypted: your keys do not include {whose}")
             else:
                 report.problem(path, f"does not decrypt with your key: {reason}", f"encrypt it again for {whose}")
 

@@ -239,11 +239,16 @@ def encrypted_text(root: Path, plain: Path, lines: list[str], config: Path | Non
 def decrypt(root: Path, plain: Path, encrypted: Path, _: str) -> str:
     text = decrypted(root, encrypted)
     if (root / plain).exists():
-        if _lines(root / plain) == [line for line in text.splitlines() if line.strip()]:
+        if _holds(root / plain, text):
             return f"{plain} already holds what {encrypted} holds (sops keeps no blank lines): left as it is"
         raise SecretsError(f"{plain} exists and differs from {encrypted}: move it away first")
     write_atomically(root / plain, text)
     return f"decrypted {encrypted} -> {plain} (git-ignored; do not commit it)"
+
+
+def _holds(path: Path, text: str) -> bool:
+    """Whether the plain file `path` holds what the decrypted `text` holds (sops keeps no blank lines)."""
+    return _lines(path) == [line for line in text.splitlines() if line.strip()]
 
 
 def _lines(path: Path) -> list[str]:
@@ -254,13 +259,24 @@ def _lines(path: Path) -> list[str]:
         return []  # not dotenv: it differs
 
 
-def edit(root: Path, _: Path, encrypted: Path, __: str) -> str:
+def edit(root: Path, plain: Path, encrypted: Path, __: str) -> str:
+    """Edit the encrypted file in $EDITOR through sops. A plain copy next to it (from `new` or `decrypt`)
+    is kept in step, so that a later `encrypt` does not undo the edit; one that differs stops the edit."""
     if (root / encrypted).stat().st_size == 0:
         raise SecretsError(f"{encrypted} is empty (no secrets yet): use new, then encrypt")
     require_private_key()
+    copy = (root / plain).exists()
+    if copy and not _holds(root / plain, decrypted(root, encrypted)):
+        raise SecretsError(
+            f"{plain} differs from {encrypted}: encrypt it first, or move it away (a later encrypt of it would "
+            f"undo this edit)"
+        )
     result = sops(root, *DOTENV, str(encrypted))
     if result.returncode not in (0, 200):  # 200: saved without changes
         raise sops_failure("edit", encrypted, result)
+    if copy:
+        write_atomically(root / plain, decrypted(root, encrypted))
+        return f"edited {encrypted}, and {plain} to match (git-ignored; do not commit it)"
     return f"edited {encrypted}"
 
 
