@@ -27,9 +27,9 @@ def sh_blocks(text: str, heading: str) -> list[str]:
     """The command lines of every ```sh block in the section that starts at `heading` (up to the next heading
     of its level or above)."""
     section = text[text.index(heading) :]
-    level = len(heading) - len(heading.lstrip("#")) or 2  # plain text: up to the next ##
-    end = re.search(rf"^#{{1,{level}}} ", section[1:], re.MULTILINE)
-    section = section if end is None else section[: end.start() + 1]
+    level = max(2, len(heading) - len(heading.lstrip("#")))  # plain text: up to the next ## ("# " is a comment)
+    ends = [found for depth in range(2, level + 1) if (found := section.find("\n" + "#" * depth + " ", 1)) >= 0]
+    section = section[: min(ends)] if ends else section
     lines = []
     for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
         lines += [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
