@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -157,6 +158,9 @@ def spawn() -> Iterator[Any]:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # A shell that starts the suite in the background (`cmd &`) ignores SIGINT in it, and its
+            # children inherit that: the tests that press Ctrl+C need the default handler back.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         processes.append(process)
         return process
